@@ -1,0 +1,246 @@
+//! Walks the credential chain: source identity, then each role in order.
+
+use super::error::hint_for;
+use super::{CredsConfig, CredsError, RoleSpec, SourceSpec};
+use aws_config::BehaviorVersion;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::types::PolicyDescriptorType;
+use aws_types::region::Region;
+use std::time::SystemTime;
+
+/// The configured chain, ready to produce credentials on demand.
+pub struct Chain {
+    cfg: CredsConfig,
+    sdk: aws_types::SdkConfig,
+    source: Option<SharedCredentialsProvider>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").field("chain", &self.cfg.describe()).finish()
+    }
+}
+
+fn sts_error<E>(
+    step: String,
+    err: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+    assume: bool,
+    external_id_set: bool,
+) -> CredsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().map(str::to_owned).or_else(|| match status {
+        Some(403) => Some("AccessDenied".to_owned()),
+        _ => None,
+    });
+    let message = match err.message() {
+        Some(m) => m.to_owned(),
+        None => match status {
+            Some(s) => format!("HTTP {s}: {}", DisplayErrorContext(&err)),
+            None => format!("no answer from STS: {}", DisplayErrorContext(&err)),
+        },
+    };
+    let hint = hint_for(code.as_deref(), assume, external_id_set);
+    CredsError {
+        step,
+        code,
+        message,
+        hint,
+    }
+}
+
+fn from_sts(c: Option<&aws_sdk_sts::types::Credentials>, step: &str) -> Result<Credentials, CredsError> {
+    let c = c.ok_or_else(|| CredsError {
+        step: step.to_owned(),
+        code: None,
+        message: "STS answered without credentials".into(),
+        hint: None,
+    })?;
+    Ok(Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        SystemTime::try_from(*c.expiration()).ok(),
+        "s3role",
+    ))
+}
+
+fn read_file(path: &std::path::Path, step: &str) -> Result<String, CredsError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| CredsError {
+            step: step.to_owned(),
+            code: None,
+            message: format!("cannot read {}: {e}", path.display()),
+            hint: None,
+        })
+}
+
+impl Chain {
+    /// Prepares the chain; sends nothing.
+    pub async fn new(cfg: CredsConfig) -> Self {
+        let region = Region::new(cfg.region.clone());
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(region.clone())
+            .no_credentials()
+            .load()
+            .await;
+        let source = match &cfg.source {
+            SourceSpec::DefaultChain => Some(SharedCredentialsProvider::new(
+                aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    .region(region)
+                    .build()
+                    .await,
+            )),
+            SourceSpec::Profile(name) => {
+                let pc = aws_config::provider_config::ProviderConfig::default().with_region(Some(region));
+                Some(SharedCredentialsProvider::new(
+                    aws_config::profile::ProfileFileCredentialsProvider::builder()
+                        .configure(&pc)
+                        .profile_name(name)
+                        .build(),
+                ))
+            }
+            SourceSpec::WebIdentity(_) | SourceSpec::Saml { .. } => None,
+        };
+        Chain { cfg, sdk, source }
+    }
+
+    /// The configuration this chain was built from.
+    pub fn config(&self) -> &CredsConfig {
+        &self.cfg
+    }
+
+    /// The SDK settings (region, HTTP client, retries) shared with the S3 client.
+    pub fn sdk_config(&self) -> &aws_types::SdkConfig {
+        &self.sdk
+    }
+
+    fn sts(&self, creds: Option<&Credentials>) -> aws_sdk_sts::Client {
+        let mut b = aws_sdk_sts::config::Builder::from(&self.sdk);
+        if let Some(r) = self.cfg.sts_region.as_ref() {
+            b = b.region(Region::new(r.clone()));
+        }
+        if let Some(url) = &self.cfg.sts_endpoint {
+            b = b.endpoint_url(url);
+        }
+        if let Some(c) = creds {
+            b = b.credentials_provider(c.clone());
+        }
+        aws_sdk_sts::Client::from_conf(b.build())
+    }
+
+    /// The source identity's credentials; `None` for sources that have none of their own
+    /// (web identity and SAML go straight to the first role).
+    pub async fn source_credentials(&self) -> Result<Option<Credentials>, CredsError> {
+        let Some(p) = &self.source else { return Ok(None) };
+        let step = match &self.cfg.source {
+            SourceSpec::Profile(n) => format!("source credentials (profile {n})"),
+            _ => "source credentials (default chain: environment, profile, web identity, container, instance metadata)"
+                .into(),
+        };
+        p.provide_credentials().await.map(Some).map_err(|e| CredsError {
+            step,
+            code: None,
+            message: DisplayErrorContext(&e).to_string(),
+            hint: Some("no usable credentials were found: set AWS_PROFILE or --profile, export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run on a host with an instance profile"),
+        })
+    }
+
+    /// The ARN behind a set of credentials (GetCallerIdentity).
+    pub async fn caller_arn(&self, creds: &Credentials) -> Result<String, CredsError> {
+        let out = self
+            .sts(Some(creds))
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| sts_error("GetCallerIdentity".into(), e, false, false))?;
+        Ok(out.arn().unwrap_or("unknown").to_owned())
+    }
+
+    /// Assumes role `index` of the chain with `with` (the previous step's credentials).
+    pub async fn assume(&self, index: usize, with: Option<&Credentials>) -> Result<Credentials, CredsError> {
+        let role: &RoleSpec = &self.cfg.roles[index];
+        let duration = i32::try_from(role.duration.as_secs()).unwrap_or(3600);
+        let arns = (!role.policy_arns.is_empty()).then(|| {
+            role.policy_arns
+                .iter()
+                .map(|a| PolicyDescriptorType::builder().arn(a).build())
+                .collect::<Vec<_>>()
+        });
+        if index == 0 {
+            match &self.cfg.source {
+                SourceSpec::WebIdentity(file) => {
+                    let step = format!("AssumeRoleWithWebIdentity {}", role.arn);
+                    let token = read_file(file, &step)?;
+                    let out = self
+                        .sts(None)
+                        .assume_role_with_web_identity()
+                        .role_arn(&role.arn)
+                        .role_session_name(&role.session_name)
+                        .web_identity_token(token)
+                        .duration_seconds(duration)
+                        .set_policy(role.policy.clone())
+                        .set_policy_arns(arns)
+                        .send()
+                        .await
+                        .map_err(|e| sts_error(step.clone(), e, true, false))?;
+                    return from_sts(out.credentials(), &step);
+                }
+                SourceSpec::Saml {
+                    assertion_file,
+                    principal_arn,
+                } => {
+                    let step = format!("AssumeRoleWithSAML {}", role.arn);
+                    let assertion = read_file(assertion_file, &step)?;
+                    let out = self
+                        .sts(None)
+                        .assume_role_with_saml()
+                        .role_arn(&role.arn)
+                        .principal_arn(principal_arn)
+                        .saml_assertion(assertion)
+                        .duration_seconds(duration)
+                        .set_policy(role.policy.clone())
+                        .set_policy_arns(arns)
+                        .send()
+                        .await
+                        .map_err(|e| sts_error(step.clone(), e, true, false))?;
+                    return from_sts(out.credentials(), &step);
+                }
+                _ => {}
+            }
+        }
+        let step = format!("AssumeRole {}", role.arn);
+        let out = self
+            .sts(with)
+            .assume_role()
+            .role_arn(&role.arn)
+            .role_session_name(&role.session_name)
+            .duration_seconds(duration)
+            .set_external_id(role.external_id.clone())
+            .set_policy(role.policy.clone())
+            .set_policy_arns(arns)
+            .send()
+            .await
+            .map_err(|e| sts_error(step.clone(), e, true, role.external_id.is_some()))?;
+        from_sts(out.credentials(), &step)
+    }
+
+    /// Walks the whole chain and returns the final credentials.
+    pub async fn resolve(&self) -> Result<Credentials, CredsError> {
+        let mut current = self.source_credentials().await?;
+        for index in 0..self.cfg.roles.len() {
+            current = Some(self.assume(index, current.as_ref()).await?);
+        }
+        current.ok_or_else(|| CredsError {
+            step: "credentials".into(),
+            code: None,
+            message: "the chain produced no credentials".into(),
+            hint: None,
+        })
+    }
+}

@@ -1,0 +1,118 @@
+//! A byte-bounded LRU of object blocks. Entries are keyed by key *and* ETag, so a block of
+//! an object that another client replaced is never served for the new version.
+
+use bytes::Bytes;
+use lru::LruCache;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One block of one version of one object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BlockId {
+    /// Key and ETag of the object version, shared by all its blocks.
+    pub object: Arc<(String, String)>,
+    /// Block number (offset / block size).
+    pub index: u64,
+}
+
+/// Hit and miss counters, for status and benchmarks.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Blocks served from memory.
+    pub hits: AtomicU64,
+    /// Blocks that had to be fetched (or waited for).
+    pub misses: AtomicU64,
+}
+
+/// The LRU itself; callers wrap it in a mutex and never hold that across an await.
+#[derive(Debug)]
+pub struct BlockCache {
+    blocks: LruCache<BlockId, Bytes>,
+    bytes: u64,
+    budget: u64,
+}
+
+impl BlockCache {
+    /// A cache holding at most `budget` bytes of block data.
+    pub fn new(budget: u64) -> Self {
+        BlockCache {
+            blocks: LruCache::unbounded(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// A block, marking it recently used.
+    pub fn get(&mut self, id: &BlockId) -> Option<Bytes> {
+        self.blocks.get(id).cloned()
+    }
+
+    /// Whether a block is present, without touching its recency.
+    pub fn contains(&self, id: &BlockId) -> bool {
+        self.blocks.contains(id)
+    }
+
+    /// Adds a block, evicting the least recently used ones beyond the budget.
+    pub fn insert(&mut self, id: BlockId, data: Bytes) {
+        self.bytes += data.len() as u64;
+        if let Some((_, old)) = self.blocks.push(id, data) {
+            self.bytes -= old.len() as u64;
+        }
+        while self.bytes > self.budget {
+            match self.blocks.pop_lru() {
+                Some((_, old)) => self.bytes -= old.len() as u64,
+                None => break,
+            }
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Counts a hit or a miss.
+    pub fn count(stats: &CacheStats, hit: bool) {
+        if hit {
+            stats.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.misses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> BlockId {
+        BlockId {
+            object: Arc::new(("k".into(), "e".into())),
+            index: n,
+        }
+    }
+
+    #[test]
+    fn stays_within_its_byte_budget_and_evicts_least_recent() {
+        let mut c = BlockCache::new(10);
+        c.insert(id(0), Bytes::from(vec![0; 4]));
+        c.insert(id(1), Bytes::from(vec![0; 4]));
+        assert!(c.get(&id(0)).is_some());
+        c.insert(id(2), Bytes::from(vec![0; 4]));
+        assert!(c.bytes() <= 10);
+        assert!(c.contains(&id(0)) && !c.contains(&id(1)) && c.contains(&id(2)));
+        c.insert(id(2), Bytes::from(vec![0; 2]));
+        assert_eq!(c.bytes(), 6);
+    }
+
+    #[test]
+    fn a_new_etag_is_a_different_block() {
+        let mut c = BlockCache::new(100);
+        c.insert(id(0), Bytes::from_static(b"old"));
+        let other = BlockId {
+            object: Arc::new(("k".into(), "e2".into())),
+            index: 0,
+        };
+        assert!(c.get(&other).is_none());
+    }
+}

@@ -1,0 +1,606 @@
+//! The filesystem core: async, unaware of FUSE, generic over the object store. Each kernel
+//! request maps to one method here.
+
+pub mod attr;
+mod cache;
+mod dir;
+mod error;
+mod inode;
+mod read;
+mod singleflight;
+
+pub use attr::{Attr, Defaults, Kind};
+pub use cache::CacheStats;
+pub use dir::invalid_name;
+pub use error::FsError;
+pub use inode::ROOT_INO;
+
+use crate::store::{ObjectInfo, ObjectStore};
+use cache::BlockCache;
+use dir::{DirEntry, Listing};
+use inode::{InodeTable, Stat};
+use read::{BlockState, OpenFile};
+use singleflight::SingleFlight;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Semaphore;
+
+/// How a mount behaves.
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    /// Key prefix of the mount root: "" or ending with `/`.
+    pub prefix: String,
+    /// Attributes for objects without POSIX metadata.
+    pub defaults: Defaults,
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
+    /// How long listings and attributes are trusted.
+    pub metadata_ttl: Duration,
+    /// Byte budget of the block cache.
+    pub cache_bytes: u64,
+    /// Size of a cache block, and of the GET a random read costs.
+    pub block_size: u64,
+    /// Most bytes fetched ahead of a sequential reader.
+    pub max_prefetch: u64,
+    /// Largest single GET issued when prefetching.
+    pub max_request: u64,
+    /// HEAD requests in flight when filling attributes of a listed directory.
+    pub head_concurrency: usize,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            prefix: String::new(),
+            defaults: Defaults::default(),
+            read_only: true,
+            metadata_ttl: Duration::from_secs(10),
+            cache_bytes: 512 << 20,
+            block_size: 1 << 20,
+            max_prefetch: 128 << 20,
+            max_request: 8 << 20,
+            head_concurrency: 64,
+        }
+    }
+}
+
+/// One entry returned by [`Fs::readdir`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirItem {
+    /// Inode number.
+    pub ino: u64,
+    /// Offset to resume after this entry.
+    pub next_offset: u64,
+    /// Type.
+    pub kind: Kind,
+    /// Name.
+    pub name: String,
+}
+
+/// Filesystem-wide numbers for `statfs`.
+#[derive(Clone, Copy, Debug)]
+pub struct StatFs {
+    /// Total blocks (of `block_size`).
+    pub blocks: u64,
+    /// Free blocks.
+    pub free: u64,
+    /// Total inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub free_files: u64,
+    /// Block size.
+    pub block_size: u32,
+    /// Longest name.
+    pub name_max: u32,
+}
+
+/// Counters for `s3role status` and benchmarks.
+#[derive(Debug, Default)]
+pub struct FsStats {
+    /// Block cache hits and misses.
+    pub cache: CacheStats,
+    /// HEAD requests sent.
+    pub heads: AtomicU64,
+    /// Listing pages requested.
+    pub lists: AtomicU64,
+}
+
+type HeadResult = Result<Option<ObjectInfo>, FsError>;
+
+/// A mounted bucket (or prefix).
+pub struct Fs<S: ObjectStore> {
+    store: Arc<S>,
+    cfg: FsConfig,
+    inodes: Mutex<InodeTable>,
+    listings: Mutex<HashMap<String, Arc<Listing>>>,
+    list_flight: SingleFlight<String, Result<Arc<Listing>, FsError>>,
+    heads: Mutex<lru::LruCache<String, (HeadResult, Instant)>>,
+    head_flight: SingleFlight<String, HeadResult>,
+    head_limit: Arc<Semaphore>,
+    blocks: Mutex<BlockState>,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
+    next_handle: AtomicU64,
+    mounted_at: SystemTime,
+    /// Counters.
+    pub stats: FsStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+impl<S: ObjectStore> Fs<S> {
+    /// A filesystem over `store` rooted at `cfg.prefix`.
+    pub fn new(store: Arc<S>, cfg: FsConfig) -> Arc<Self> {
+        let heads = lru::LruCache::new(std::num::NonZeroUsize::new(200_000).unwrap_or(std::num::NonZeroUsize::MIN));
+        Arc::new(Fs {
+            store,
+            head_limit: Arc::new(Semaphore::new(cfg.head_concurrency.max(1))),
+            blocks: Mutex::new(BlockState::new(BlockCache::new(cfg.cache_bytes))),
+            cfg,
+            inodes: Mutex::new(InodeTable::new()),
+            listings: Mutex::new(HashMap::new()),
+            list_flight: SingleFlight::default(),
+            heads: Mutex::new(heads),
+            head_flight: SingleFlight::default(),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            mounted_at: SystemTime::now(),
+            stats: FsStats::default(),
+        })
+    }
+
+    /// The mount's settings.
+    pub fn config(&self) -> &FsConfig {
+        &self.cfg
+    }
+
+    /// The store behind the mount.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    fn key_of(&self, path: &str) -> String {
+        format!("{}{}", self.cfg.prefix, path)
+    }
+
+    fn dir_prefix(&self, path: &str) -> String {
+        if path.is_empty() {
+            self.cfg.prefix.clone()
+        } else {
+            format!("{}{}/", self.cfg.prefix, path)
+        }
+    }
+
+    fn fresh(&self, at: Instant) -> bool {
+        at.elapsed() < self.cfg.metadata_ttl
+    }
+
+    fn inode(&self, ino: u64) -> Result<inode::Inode, FsError> {
+        lock(&self.inodes).get(ino).cloned().ok_or(FsError::BadHandle)
+    }
+
+    // ---- metadata -------------------------------------------------------------------------
+
+    /// The listing of the directory at `path`, from cache while fresh.
+    async fn listing(self: &Arc<Self>, path: &str) -> Result<Arc<Listing>, FsError> {
+        let prefix = self.dir_prefix(path);
+        if let Some(l) = lock(&self.listings).get(&prefix)
+            && self.fresh(l.fetched)
+        {
+            return Ok(l.clone());
+        }
+        let me = self.clone();
+        let p = prefix.clone();
+        self.list_flight
+            .run(prefix, || async move {
+                me.stats.lists.fetch_add(1, Ordering::Relaxed);
+                let listing = Arc::new(dir::list_dir(me.store.as_ref(), &p).await?);
+                let mut all = lock(&me.listings);
+                all.retain(|_, l| me.fresh(l.fetched));
+                all.insert(p, listing.clone());
+                Ok(listing)
+            })
+            .await
+    }
+
+    fn cached_listing(&self, path: &str) -> Option<Arc<Listing>> {
+        let l = lock(&self.listings).get(&self.dir_prefix(path)).cloned()?;
+        self.fresh(l.fetched).then_some(l)
+    }
+
+    /// HEAD of `key`, `None` if it does not exist; cached for the metadata TTL and shared by
+    /// concurrent callers.
+    async fn head(self: &Arc<Self>, key: &str) -> HeadResult {
+        if let Some((r, at)) = lock(&self.heads).get(key)
+            && self.fresh(*at)
+        {
+            return r.clone();
+        }
+        let me = self.clone();
+        let k = key.to_owned();
+        self.head_flight
+            .run(key.to_owned(), || async move {
+                let _permit = me.head_limit.clone().acquire_owned().await;
+                me.stats.heads.fetch_add(1, Ordering::Relaxed);
+                let r = match me.store.head(&k).await {
+                    Ok(info) => Ok(Some(info)),
+                    Err(crate::store::StoreError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(FsError::from(e)),
+                };
+                if !matches!(r, Err(FsError::Io(_))) {
+                    lock(&me.heads).put(k, (r.clone(), Instant::now()));
+                }
+                r
+            })
+            .await
+    }
+
+    fn attr_of_object(&self, info: &ObjectInfo, kind_hint: Kind) -> Attr {
+        let posix = info.metadata.as_ref().map(attr::parse_metadata).unwrap_or_default();
+        let kind = match (kind_hint, posix.kind) {
+            (Kind::Dir, _) => Kind::Dir,
+            (_, Some(k)) => k,
+            (k, None) => k,
+        };
+        let d = self.cfg.defaults;
+        Attr {
+            ino: 0,
+            kind,
+            size: if kind == Kind::Dir { 0 } else { info.size },
+            perm: posix
+                .perm
+                .unwrap_or(if kind == Kind::Dir { d.dir_mode } else { d.file_mode }),
+            uid: posix.uid.unwrap_or(d.uid),
+            gid: posix.gid.unwrap_or(d.gid),
+            mtime: posix.mtime.unwrap_or(info.last_modified),
+        }
+    }
+
+    fn default_dir_attr(&self) -> Attr {
+        let d = self.cfg.defaults;
+        Attr {
+            ino: 0,
+            kind: Kind::Dir,
+            size: 0,
+            perm: d.dir_mode,
+            uid: d.uid,
+            gid: d.gid,
+            mtime: self.mounted_at,
+        }
+    }
+
+    /// Attributes of the directory at `path`: from its marker object's metadata, or the
+    /// mount defaults when it has none.
+    async fn dir_attr(self: &Arc<Self>, path: &str) -> Result<(Attr, String), FsError> {
+        if path.is_empty() && self.cfg.prefix.is_empty() {
+            return Ok((self.default_dir_attr(), String::new()));
+        }
+        match self.head(&self.dir_prefix(path)).await? {
+            Some(marker) => Ok((self.attr_of_object(&marker, Kind::Dir), marker.etag)),
+            None => Ok((self.default_dir_attr(), String::new())),
+        }
+    }
+
+    /// What `path` is now, with its attributes, or `None` if nothing is there.
+    async fn resolve(self: &Arc<Self>, parent_path: &str, path: &str) -> Result<Option<(Attr, String)>, FsError> {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if let Some(listing) = self.cached_listing(parent_path) {
+            let Some(entry) = listing.find(name).cloned() else {
+                return Ok(None);
+            };
+            self.start_fill(parent_path, &listing);
+            return match entry.kind {
+                Kind::Dir => self.dir_attr(path).await.map(Some),
+                _ => self.file_attr(path, Some(&entry)).await,
+            };
+        }
+        // No fresh listing of the parent: ask for the object and for anything under
+        // `path/` at once. A directory wins over an object of the same name.
+        let prefix = self.dir_prefix(path);
+        let key = self.key_of(path);
+        let (head, under) = tokio::join!(self.head(&key), self.store.list_page(&prefix, Some("/"), None, Some(1)));
+        let under = under.map_err(FsError::from)?;
+        if !under.objects.is_empty() || !under.prefixes.is_empty() {
+            return self.dir_attr(path).await.map(Some);
+        }
+        match head? {
+            Some(info) => {
+                let attr = self.attr_of_object(&info, Kind::File);
+                Ok(Some((attr, info.etag)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn file_attr(
+        self: &Arc<Self>,
+        path: &str,
+        listed: Option<&DirEntry>,
+    ) -> Result<Option<(Attr, String)>, FsError> {
+        let key = self.key_of(path);
+        let mut info = self.head(&key).await?;
+        // The listing is newer than a cached HEAD of another version: ask again.
+        if let (Some(i), Some(e)) = (&info, listed)
+            && i.etag != e.etag
+            && !e.etag.is_empty()
+        {
+            lock(&self.heads).pop(&key);
+            info = self.head(&key).await?;
+        }
+        Ok(info.map(|i| {
+            let attr = self.attr_of_object(&i, Kind::File);
+            (attr, i.etag)
+        }))
+    }
+
+    /// Fetches the attributes of every entry of a listed directory ahead of the kernel's
+    /// lookups, a bounded number of HEADs at a time. Started by the first lookup in the
+    /// directory, so a plain `ls` costs one listing while `ls -l` does not wait for one HEAD
+    /// after another.
+    fn start_fill(self: &Arc<Self>, parent_path: &str, listing: &Arc<Listing>) {
+        if listing.fill_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let me = self.clone();
+        let listing = listing.clone();
+        let parent_path = parent_path.to_owned();
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for entry in &listing.entries {
+                let path = join(&parent_path, &entry.name);
+                let key = match entry.kind {
+                    Kind::Dir => me.dir_prefix(&path),
+                    _ => me.key_of(&path),
+                };
+                let filler = me.clone();
+                tasks.spawn(async move {
+                    let _ = filler.head(&key).await;
+                });
+                while tasks.len() >= me.cfg.head_concurrency {
+                    tasks.join_next().await;
+                }
+            }
+            while tasks.join_next().await.is_some() {}
+        });
+    }
+
+    fn remember(&self, parent: u64, path: &str, attr: Attr, etag: String, lookup: bool) -> Attr {
+        let mut inodes = lock(&self.inodes);
+        let ino = inodes.upsert(parent, path, attr.kind);
+        let attr = Attr { ino, ..attr };
+        if let Some(i) = inodes.get_mut(ino) {
+            i.stat = Some(Stat {
+                attr: attr.clone(),
+                etag,
+                fetched: Instant::now(),
+            });
+        }
+        if lookup {
+            inodes.add_lookup(ino);
+        }
+        attr
+    }
+
+    /// Finds `name` in directory `parent`; counts a kernel lookup on success.
+    pub async fn lookup(self: &Arc<Self>, parent: u64, name: &str) -> Result<Attr, FsError> {
+        if name.len() > 255 {
+            return Err(FsError::NameTooLong);
+        }
+        if invalid_name(name).is_some() || name.contains('/') {
+            return Err(FsError::NotFound);
+        }
+        let dir = self.inode(parent)?;
+        if dir.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let path = join(&dir.path, name);
+        match self.resolve(&dir.path, &path).await? {
+            Some((attr, etag)) => Ok(self.remember(parent, &path, attr, etag, true)),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// The kernel drops `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let open = lock(&self.files).values().any(|f| f.ino == ino);
+        lock(&self.inodes).forget(ino, n, open);
+    }
+
+    /// Attributes of `ino`, refreshed once the metadata TTL has passed.
+    pub async fn getattr(self: &Arc<Self>, ino: u64) -> Result<Attr, FsError> {
+        let node = self.inode(ino)?;
+        if let Some(stat) = &node.stat
+            && self.fresh(stat.fetched)
+        {
+            return Ok(stat.attr.clone());
+        }
+        let resolved = if ino == ROOT_INO {
+            Some(self.dir_attr("").await?)
+        } else {
+            let parent_path = node.path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+            self.resolve(parent_path, &node.path).await?
+        };
+        match resolved {
+            Some((attr, etag)) if attr.kind == node.kind || (node.kind == Kind::File && attr.kind == Kind::Symlink) => {
+                let attr = Attr { ino, ..attr };
+                if let Some(i) = lock(&self.inodes).get_mut(ino) {
+                    i.kind = attr.kind;
+                    i.stat = Some(Stat {
+                        attr: attr.clone(),
+                        etag,
+                        fetched: Instant::now(),
+                    });
+                }
+                Ok(attr)
+            }
+            _ => Err(FsError::NotFound),
+        }
+    }
+
+    // ---- directories -----------------------------------------------------------------------
+
+    /// Opens directory `ino`: takes a snapshot of its listing so offsets stay valid while
+    /// the caller pages through it.
+    pub async fn opendir(self: &Arc<Self>, ino: u64) -> Result<u64, FsError> {
+        let node = self.inode(ino)?;
+        if node.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let listing = self.listing(&node.path).await?;
+        if ino != ROOT_INO && !listing.exists() {
+            return Err(FsError::NotFound);
+        }
+        let mut items = Vec::with_capacity(listing.entries.len() + 2);
+        items.push(DirItem {
+            ino,
+            next_offset: 1,
+            kind: Kind::Dir,
+            name: ".".into(),
+        });
+        items.push(DirItem {
+            ino: node.parent,
+            next_offset: 2,
+            kind: Kind::Dir,
+            name: "..".into(),
+        });
+        {
+            let mut inodes = lock(&self.inodes);
+            for (i, e) in listing.entries.iter().enumerate() {
+                let path = join(&node.path, &e.name);
+                // A symlink lists as a file; keep the type already learned from metadata.
+                let kind = match inodes.by_path(&path) {
+                    Some(known) if known.kind == Kind::Symlink && e.kind == Kind::File => Kind::Symlink,
+                    _ => e.kind,
+                };
+                let child = inodes.upsert(ino, &path, kind);
+                items.push(DirItem {
+                    ino: child,
+                    next_offset: i as u64 + 3,
+                    kind,
+                    name: e.name.clone(),
+                });
+            }
+            let names: std::collections::HashSet<&str> = listing.entries.iter().map(|e| e.name.as_str()).collect();
+            let base = node.path.clone();
+            let files = lock(&self.files);
+            inodes.prune_children(
+                ino,
+                &|p: &str| names.contains(p.strip_prefix(&base).unwrap_or(p).trim_start_matches('/')),
+                &|i: u64| files.values().any(|f| f.ino == i),
+            );
+        }
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(fh, Arc::new(items));
+        Ok(fh)
+    }
+
+    /// Entries of an open directory from `offset` on.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirItem>, FsError> {
+        let items = lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)?;
+        Ok(items.iter().skip(offset as usize).cloned().collect())
+    }
+
+    /// Closes an open directory.
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+
+    // ---- files -----------------------------------------------------------------------------
+
+    /// Opens file `ino`. Returns the handle and whether the kernel may keep its page cache
+    /// (the object has not changed since the last open).
+    pub async fn open(self: &Arc<Self>, ino: u64, write: bool) -> Result<(u64, bool), FsError> {
+        if write {
+            return Err(if self.cfg.read_only {
+                FsError::ReadOnly
+            } else {
+                FsError::NotSupported
+            });
+        }
+        let attr = self.getattr(ino).await?;
+        match attr.kind {
+            Kind::Dir => return Err(FsError::IsDir),
+            Kind::Symlink => return Err(FsError::Invalid),
+            Kind::File => {}
+        }
+        let (path, etag, keep) = {
+            let mut inodes = lock(&self.inodes);
+            let node = inodes.get_mut(ino).ok_or(FsError::BadHandle)?;
+            let etag = node.stat.as_ref().map(|s| s.etag.clone()).unwrap_or_default();
+            let keep = node.opened_etag.as_deref() == Some(etag.as_str()) && !etag.is_empty();
+            node.opened_etag = Some(etag.clone());
+            (node.path.clone(), etag, keep)
+        };
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let file = OpenFile::new(ino, self.key_of(&path), etag, attr.size);
+        lock(&self.files).insert(fh, Arc::new(file));
+        Ok((fh, keep))
+    }
+
+    /// Closes a file handle.
+    pub fn release(&self, fh: u64) {
+        let file = lock(&self.files).remove(&fh);
+        if let Some(f) = file {
+            let open = lock(&self.files).values().any(|o| o.ino == f.ino);
+            let mut inodes = lock(&self.inodes);
+            if inodes.get(f.ino).is_some_and(|i| i.lookups == 0) {
+                inodes.forget(f.ino, 0, open);
+            }
+        }
+    }
+
+    /// The target of symlink `ino`.
+    pub async fn readlink(self: &Arc<Self>, ino: u64) -> Result<Vec<u8>, FsError> {
+        let attr = self.getattr(ino).await?;
+        if attr.kind != Kind::Symlink {
+            return Err(FsError::Invalid);
+        }
+        let node = self.inode(ino)?;
+        let key = self.key_of(&node.path);
+        let info = self.head(&key).await?.ok_or(FsError::NotFound)?;
+        if let Some(target) = info.metadata.as_ref().and_then(|m| m.get("--symlink-target")) {
+            return Ok(target.clone().into_bytes());
+        }
+        let body = self.store.get_range(&key, 0..info.size.min(4096), None).await?;
+        Ok(body.collect().await?.to_vec())
+    }
+
+    /// Filesystem totals: S3 has no limits worth reporting, so large free counts.
+    pub fn statfs(&self) -> StatFs {
+        StatFs {
+            blocks: 1 << 40,
+            free: 1 << 40,
+            files: 1 << 40,
+            free_files: 1 << 40,
+            block_size: 4096,
+            name_max: 255,
+        }
+    }
+
+    /// Refuses a change on a read-only mount; on a writable one the operation is not built yet.
+    pub fn refuse_write(&self) -> FsError {
+        if self.cfg.read_only {
+            FsError::ReadOnly
+        } else {
+            FsError::NotSupported
+        }
+    }
+
+    /// Inodes currently known (for tests and status).
+    pub fn inode_count(&self) -> usize {
+        lock(&self.inodes).count()
+    }
+}

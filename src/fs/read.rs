@@ -1,0 +1,249 @@
+//! The read path: ranged GETs into the block cache, with a prefetch window that grows while
+//! a handle reads sequentially. A random read costs one block-sized GET.
+
+use super::cache::{BlockCache, BlockId};
+use super::{Fs, FsError, lock};
+use crate::store::ObjectStore;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+type BlockResult = Option<Result<Bytes, FsError>>;
+
+/// Cached blocks and blocks being fetched, under one lock so a block is fetched once.
+pub(super) struct BlockState {
+    cache: BlockCache,
+    inflight: HashMap<BlockId, watch::Receiver<BlockResult>>,
+}
+
+impl BlockState {
+    pub(super) fn new(cache: BlockCache) -> Self {
+        BlockState {
+            cache,
+            inflight: HashMap::new(),
+        }
+    }
+}
+
+/// Where a handle's reads have been going.
+#[derive(Debug, Default)]
+struct Sequence {
+    /// End of the last read.
+    next: u64,
+    /// Bytes to keep fetched ahead of the reader.
+    window: u64,
+}
+
+/// An open file handle.
+#[derive(Debug)]
+pub(super) struct OpenFile {
+    pub(super) ino: u64,
+    object: Arc<(String, String)>,
+    size: u64,
+    sequence: Mutex<Sequence>,
+}
+
+impl OpenFile {
+    pub(super) fn new(ino: u64, key: String, etag: String, size: u64) -> Self {
+        OpenFile {
+            ino,
+            object: Arc::new((key, etag)),
+            size,
+            sequence: Mutex::new(Sequence::default()),
+        }
+    }
+
+    /// Updates the access pattern with a read of `offset..end` and returns how many bytes
+    /// past `end` to fetch ahead: nothing for a random read, a window doubling with each
+    /// sequential one. Reads that arrive slightly out of order (the kernel sends several at
+    /// once) still count as sequential.
+    fn read_ahead(&self, offset: u64, end: u64, block: u64, max: u64) -> u64 {
+        let mut s = lock(&self.sequence);
+        let sequential = offset <= s.next + block && offset + 4 * block >= s.next;
+        s.window = if sequential {
+            (s.window * 2).clamp(block, max)
+        } else {
+            0
+        };
+        s.next = if sequential { s.next.max(end) } else { end };
+        s.window
+    }
+}
+
+impl<S: ObjectStore> Fs<S> {
+    fn open_file(&self, fh: u64) -> Result<Arc<OpenFile>, FsError> {
+        lock(&self.files).get(&fh).cloned().ok_or(FsError::BadHandle)
+    }
+
+    /// Reads up to `size` bytes at `offset` from an open file.
+    pub async fn read(self: &Arc<Self>, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        let file = self.open_file(fh)?;
+        if offset >= file.size || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = (offset + u64::from(size)).min(file.size);
+        let bs = self.cfg.block_size;
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let max_ahead = self.cfg.max_prefetch.min(self.cfg.cache_bytes / 2);
+        let ahead = file.read_ahead(offset, end, bs, max_ahead);
+        let last_of_file = (file.size - 1) / bs;
+        // Round the prefetch target up to a whole request, so the window advances one
+        // large GET at a time instead of one block at a time.
+        let per_request = (self.cfg.max_request / bs).max(1);
+        let target = if ahead == 0 {
+            last
+        } else {
+            ((last + ahead / bs) / per_request + 1) * per_request - 1
+        };
+        self.start_fetches(&file, first, target.min(last_of_file), per_request);
+
+        if first == last {
+            let block = self.block(&file, first).await?;
+            let from = (offset - first * bs) as usize;
+            let to = (end - first * bs) as usize;
+            return Ok(block.slice(from..to.min(block.len())));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for index in first..=last {
+            let block = self.block(&file, index).await?;
+            let start = index * bs;
+            let from = offset.saturating_sub(start) as usize;
+            let to = ((end - start) as usize).min(block.len());
+            if from < to {
+                out.extend_from_slice(&block[from..to]);
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    /// Starts GETs for the blocks in `first..=last` that are neither cached nor already being
+    /// fetched, at most `per_request` blocks per GET and never across a request boundary.
+    fn start_fetches(self: &Arc<Self>, file: &Arc<OpenFile>, first: u64, last: u64, per_request: u64) {
+        let mut runs: Vec<(u64, Vec<watch::Sender<BlockResult>>)> = Vec::new();
+        {
+            let mut state = lock(&self.blocks);
+            let mut run: Option<(u64, Vec<watch::Sender<BlockResult>>)> = None;
+            for index in first..=last {
+                let id = BlockId {
+                    object: file.object.clone(),
+                    index,
+                };
+                let missing = !state.cache.contains(&id) && !state.inflight.contains_key(&id);
+                let boundary = index % per_request == 0;
+                if !missing || boundary {
+                    runs.extend(run.take());
+                }
+                if missing {
+                    let (tx, rx) = watch::channel(None);
+                    state.inflight.insert(id, rx);
+                    run.get_or_insert_with(|| (index, Vec::new())).1.push(tx);
+                }
+            }
+            runs.extend(run);
+        }
+        for (start, senders) in runs {
+            let me = self.clone();
+            let file = file.clone();
+            tokio::spawn(async move { me.fetch_run(file, start, senders).await });
+        }
+    }
+
+    /// One GET covering consecutive blocks; each block is handed over as soon as its last
+    /// byte arrives.
+    async fn fetch_run(self: Arc<Self>, file: Arc<OpenFile>, first: u64, senders: Vec<watch::Sender<BlockResult>>) {
+        let bs = self.cfg.block_size;
+        let start = first * bs;
+        let end = ((first + senders.len() as u64) * bs).min(file.size);
+        let block_len = |i: usize| ((start + (i as u64 + 1) * bs).min(end) - (start + i as u64 * bs)) as usize;
+        let (key, etag) = (&file.object.0, &file.object.1);
+        let mut done = 0usize;
+        let result: Result<(), FsError> = async {
+            let mut body = self.store.get_range(key, start..end, Some(etag)).await?;
+            let mut buf = BytesMut::with_capacity(block_len(0));
+            while let Some(mut chunk) = body.next_chunk().await? {
+                while !chunk.is_empty() && done < senders.len() {
+                    let take = (block_len(done) - buf.len()).min(chunk.len());
+                    buf.extend_from_slice(&chunk.split_to(take));
+                    if buf.len() == block_len(done) {
+                        let data = buf.split().freeze();
+                        self.finish_block(&file, first + done as u64, &senders[done], Ok(data));
+                        done += 1;
+                        if done < senders.len() {
+                            buf.reserve(block_len(done));
+                        }
+                    }
+                }
+            }
+            if done < senders.len() {
+                return Err(FsError::Io(format!("GetObject {key}: body ended early")));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            for (i, tx) in senders.iter().enumerate().skip(done) {
+                self.finish_block(&file, first + i as u64, tx, Err(e.clone()));
+            }
+        }
+    }
+
+    fn finish_block(
+        &self,
+        file: &OpenFile,
+        index: u64,
+        tx: &watch::Sender<BlockResult>,
+        result: Result<Bytes, FsError>,
+    ) {
+        let id = BlockId {
+            object: file.object.clone(),
+            index,
+        };
+        {
+            let mut state = lock(&self.blocks);
+            state.inflight.remove(&id);
+            if let Ok(data) = &result {
+                state.cache.insert(id, data.clone());
+            }
+        }
+        tx.send_replace(Some(result));
+    }
+
+    /// Block `index` of an open file: from the cache, from a GET already under way, or from a
+    /// new GET. A failed GET is tried once more before the read fails.
+    async fn block(self: &Arc<Self>, file: &Arc<OpenFile>, index: u64) -> Result<Bytes, FsError> {
+        let mut retried = false;
+        loop {
+            let id = BlockId {
+                object: file.object.clone(),
+                index,
+            };
+            let waiting = {
+                let mut state = lock(&self.blocks);
+                if let Some(data) = state.cache.get(&id) {
+                    BlockCache::count(&self.stats.cache, true);
+                    return Ok(data);
+                }
+                state.inflight.get(&id).cloned()
+            };
+            BlockCache::count(&self.stats.cache, false);
+            let Some(mut rx) = waiting else {
+                self.start_fetches(file, index, index, 1);
+                continue;
+            };
+            let result = match rx.wait_for(|r| r.is_some()).await {
+                Ok(r) => r.clone().unwrap_or_else(|| Err(FsError::Io("fetch abandoned".into()))),
+                Err(_) => Err(FsError::Io("fetch abandoned".into())),
+            };
+            match result {
+                Err(FsError::Io(_)) if !retried => retried = true,
+                other => return other,
+            }
+        }
+    }
+
+    /// Bytes held by the block cache.
+    pub fn cached_bytes(&self) -> u64 {
+        lock(&self.blocks).cache.bytes()
+    }
+}

@@ -1,0 +1,205 @@
+//! `s3role mount`: validate, obtain the first role session, check the bucket, mount, and
+//! serve until unmounted.
+
+use crate::cli::{MountArgs, Source, parse_source};
+use crate::creds::{Chain, Renewer, SlotProvider};
+use crate::daemon::{self, Readiness};
+use crate::fs::{Defaults, Fs, FsConfig};
+use crate::fuse::FuseAdapter;
+use crate::store::s3::{CredentialsProblem, S3Location, S3Store};
+use crate::store::{ObjectStore, StoreError};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything `connect` produces: a ready filesystem and the task renewing its session.
+struct Connected {
+    fs: Arc<Fs<S3Store>>,
+}
+
+fn check_mountpoint(path: &PathBuf) -> Result<PathBuf, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("mount point {}: {e}", path.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("mount point {}: not a directory", path.display()));
+    }
+    std::fs::canonicalize(path).map_err(|e| format!("mount point {}: {e}", path.display()))
+}
+
+/// Explains a failed first listing of the bucket.
+pub fn explain_list_error(e: &StoreError, source: &Source, location: &S3Location, region: &str, who: &str) -> String {
+    let what = format!("ListObjectsV2 on s3://{}/{}", source.bucket, source.prefix);
+    match e {
+        StoreError::NotFound { code, .. } => format!(
+            "{what} failed: {code}: bucket '{}' does not exist {} (hint: check the bucket name, --region and --endpoint-url)",
+            source.bucket,
+            location
+                .endpoint_url
+                .as_deref()
+                .map(|u| format!("at {u}"))
+                .unwrap_or_else(|| format!("in region {region}"))
+        ),
+        StoreError::AccessDenied { code, message, .. } => format!(
+            "{what} failed for {who}: {code}: {message} (hint: the role's policy, and the bucket policy, must allow s3:ListBucket on arn:aws:s3:::{})",
+            source.bucket
+        ),
+        other => format!("{what} failed: {other}"),
+    }
+}
+
+async fn connect(args: &MountArgs, source: &Source) -> Result<Connected, String> {
+    let region = args.access.resolve_region().await;
+    let cfg = args.access.creds_config(region.clone()).map_err(|e| e.to_string())?;
+    let who = cfg
+        .roles
+        .last()
+        .map(|r| r.arn.clone())
+        .unwrap_or_else(|| cfg.describe());
+    let chain = Arc::new(Chain::new(cfg).await);
+    let renewer = Renewer::start(chain.clone()).await.map_err(|e| e.to_string())?;
+    let slot = renewer.slot();
+    let problem_slot = slot.clone();
+    let problem: CredentialsProblem = Arc::new(move || problem_slot.problem());
+    let location = S3Location {
+        bucket: source.bucket.clone(),
+        endpoint_url: args.access.endpoint_url.clone(),
+        path_style: args.access.path_style,
+    };
+    let store = S3Store::new(
+        chain.sdk_config(),
+        SharedCredentialsProvider::new(SlotProvider(slot)),
+        &location,
+        Some(problem),
+    );
+    store
+        .list_page(&source.prefix, Some("/"), None, Some(1))
+        .await
+        .map_err(|e| explain_list_error(&e, source, &location, &region, &who))?;
+    renewer.spawn();
+    let mut defaults = Defaults::default();
+    if let Some(uid) = args.files.uid {
+        defaults.uid = uid;
+    }
+    if let Some(gid) = args.files.gid {
+        defaults.gid = gid;
+    }
+    defaults.file_mode = args.files.file_mode;
+    defaults.dir_mode = args.files.dir_mode;
+    let fs_cfg = FsConfig {
+        prefix: source.prefix.clone(),
+        defaults,
+        read_only: true,
+        metadata_ttl: Duration::from_secs(args.files.metadata_ttl),
+        cache_bytes: args.files.cache_size.max(8 << 20),
+        ..FsConfig::default()
+    };
+    Ok(Connected {
+        fs: Fs::new(Arc::new(store), fs_cfg),
+    })
+}
+
+fn fuse_config(args: &MountArgs, source: &Source) -> fuser::Config {
+    use fuser::MountOption;
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(format!("{}:/{}", source.bucket, source.prefix.trim_end_matches('/'))),
+        MountOption::CUSTOM("subtype=s3role".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+        MountOption::RO,
+    ];
+    if args.files.allow_other {
+        cfg.mount_options.push(MountOption::DefaultPermissions);
+        cfg.acl = fuser::SessionACL::All;
+    }
+    cfg.n_threads = Some(2);
+    cfg
+}
+
+/// Runs `s3role mount`.
+pub fn run(args: MountArgs) -> ExitCode {
+    // Everything that can be checked without the network is checked before forking, so
+    // mistakes are reported straight to the terminal.
+    let prepared = parse_source(&args.source)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            args.access
+                .creds_config("us-east-1".into())
+                .map(|_| s)
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|s| check_mountpoint(&args.mountpoint).map(|m| (s, m)));
+    let (source, mountpoint) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("s3role: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut readiness = if args.foreground {
+        Readiness::foreground()
+    } else {
+        match daemon::daemonize() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("s3role: cannot start the daemon: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    crate::logging::init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("s3role")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            readiness.fail(&format!("s3role: cannot start the runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let connected = match rt.block_on(connect(&args, &source)) {
+        Ok(c) => c,
+        Err(e) => {
+            readiness.fail(&format!("s3role: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let adapter = FuseAdapter::new(connected.fs, rt.handle().clone());
+    let mut session = match fuser::Session::new(adapter, &mountpoint, &fuse_config(&args, &source)) {
+        Ok(s) => s,
+        Err(e) => {
+            readiness.fail(&format!("s3role: mounting on {} failed: {e}", mountpoint.display()));
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(source = %args.source, mountpoint = %mountpoint.display(), "mounted");
+    readiness.ready();
+    let mut unmounter = session.unmount_callable();
+    rt.spawn(async move {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("signal received, unmounting");
+        if let Err(e) = unmounter.unmount() {
+            tracing::error!("unmount failed: {e}");
+        }
+    });
+    let result = session.run();
+    tracing::info!("unmounted");
+    rt.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("the FUSE session ended with an error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

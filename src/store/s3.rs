@@ -1,0 +1,306 @@
+//! The S3 implementation of [`ObjectStore`]: the only code that talks to aws-sdk-s3.
+
+use super::{BodyInner, ListPage, Metadata, ObjectInfo, ObjectStore, RangeBody, StoreError};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    IdentityCache, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Says why the credentials cannot be used right now (e.g. the role session expired and
+/// renewal keeps failing), so a refused request can be explained in the log.
+pub type CredentialsProblem = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// Where the bucket lives and how to address it.
+#[derive(Clone, Debug, Default)]
+pub struct S3Location {
+    /// Bucket name.
+    pub bucket: String,
+    /// S3 endpoint for S3-compatible servers; never used for STS.
+    pub endpoint_url: Option<String>,
+    /// Use `http://host/bucket/key` addressing (needed by most S3-compatible servers).
+    pub path_style: bool,
+}
+
+/// An [`ObjectStore`] backed by one shared S3 client.
+#[derive(Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    credentials_problem: Option<CredentialsProblem>,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store").field("bucket", &self.bucket).finish()
+    }
+}
+
+impl S3Store {
+    /// Builds the one S3 client of a mount. Credentials are read from `credentials` on every
+    /// request (no SDK identity cache): the provider answers from memory, kept fresh by the
+    /// renewal task, so no request ever waits for STS.
+    pub fn new(
+        sdk: &aws_types::SdkConfig,
+        credentials: SharedCredentialsProvider,
+        location: &S3Location,
+        credentials_problem: Option<CredentialsProblem>,
+    ) -> Self {
+        let mut conf = aws_sdk_s3::config::Builder::from(sdk)
+            .credentials_provider(credentials)
+            .identity_cache(IdentityCache::no_cache())
+            .force_path_style(location.path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(5)
+                    .with_initial_backoff(Duration::from_millis(100))
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(Duration::from_secs(30))
+                    .operation_attempt_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(Duration::from_secs(20))
+                    .build(),
+            );
+        if let Some(url) = &location.endpoint_url {
+            conf = conf.endpoint_url(url);
+        }
+        S3Store {
+            client: aws_sdk_s3::Client::from_conf(conf.build()),
+            bucket: location.bucket.clone(),
+            credentials_problem,
+        }
+    }
+
+    /// The bucket this store reads.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn classify<E>(
+        &self,
+        op: &'static str,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code().map(str::to_owned);
+        let message = err
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+        classify(op, key, status, code, message, self.credentials_problem.as_ref())
+    }
+}
+
+/// Sorts an S3 answer into the cases the filesystem treats differently. The SDK reads no
+/// error code from some S3-compatible servers (and never from HEAD), so the HTTP status is
+/// the fallback.
+fn classify(
+    op: &'static str,
+    key: &str,
+    status: Option<u16>,
+    code: Option<String>,
+    message: String,
+    credentials_problem: Option<&CredentialsProblem>,
+) -> StoreError {
+    let key = key.to_owned();
+    match (code.as_deref(), status) {
+        (Some("NoSuchKey" | "NoSuchBucket" | "NotFound"), _) | (None, Some(404)) => StoreError::NotFound {
+            op,
+            key,
+            code: code.unwrap_or_else(|| "404 Not Found".into()),
+        },
+        (
+            Some(
+                "AccessDenied"
+                | "Forbidden"
+                | "InvalidAccessKeyId"
+                | "ExpiredToken"
+                | "InvalidToken"
+                | "SignatureDoesNotMatch"
+                | "AllAccessDisabled"
+                | "TokenRefreshRequired"
+                | "AccountProblem",
+            ),
+            _,
+        )
+        | (None, Some(401 | 403)) => StoreError::AccessDenied {
+            op,
+            key,
+            code: code.unwrap_or_else(|| format!("HTTP {}", status.unwrap_or(403))),
+            message,
+        },
+        (Some("PreconditionFailed"), _) | (_, Some(412)) => StoreError::PreconditionFailed { op, key },
+        _ => {
+            // No answer from the server at all: if it is because there are no usable
+            // credentials, that is a denial, and the log must say why.
+            if status.is_none()
+                && let Some(why) = credentials_problem.and_then(|p| p())
+            {
+                return StoreError::AccessDenied {
+                    op,
+                    key,
+                    code: "NoValidCredentials".into(),
+                    message: why,
+                };
+            }
+            let message = match status {
+                Some(s) => format!("HTTP {s}: {message}"),
+                None => message,
+            };
+            StoreError::Other { op, key, code, message }
+        }
+    }
+}
+
+fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> SystemTime {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn metadata_of(m: Option<&std::collections::HashMap<String, String>>) -> Metadata {
+    m.map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+impl ObjectStore for S3Store {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<String>,
+        max_keys: Option<i32>,
+    ) -> Result<ListPage, StoreError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_delimiter(delimiter.map(str::to_owned))
+            .set_continuation_token(continuation)
+            .set_max_keys(max_keys)
+            .send()
+            .await
+            .map_err(|e| self.classify("ListObjectsV2", prefix, e))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.to_owned(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().unwrap_or_default().to_owned(),
+                    last_modified: to_system_time(o.last_modified()),
+                    metadata: None,
+                })
+            })
+            .collect();
+        let prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_owned))
+            .collect();
+        let next = if out.is_truncated() == Some(true) {
+            out.next_continuation_token().map(str::to_owned)
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            prefixes,
+            next,
+        })
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.classify("HeadObject", key, e))?;
+        Ok(ObjectInfo {
+            key: key.to_owned(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().unwrap_or_default().to_owned(),
+            last_modified: to_system_time(out.last_modified()),
+            metadata: Some(metadata_of(out.metadata())),
+        })
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<RangeBody, StoreError> {
+        if range.start >= range.end {
+            return Ok(RangeBody::from_bytes(bytes::Bytes::new()));
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.filter(|e| !e.is_empty()).map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| self.classify("GetObject", key, e))?;
+        Ok(RangeBody {
+            inner: BodyInner::Sdk(out.body, key.to_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_the_fallback_when_no_code_is_sent() {
+        let e = classify("HeadObject", "k", Some(404), None, "x".into(), None);
+        assert!(matches!(e, StoreError::NotFound { .. }));
+        let e = classify("HeadObject", "k", Some(403), None, "x".into(), None);
+        assert!(matches!(e, StoreError::AccessDenied { .. }));
+        let e = classify("GetObject", "k", Some(500), None, "x".into(), None);
+        assert!(matches!(e, StoreError::Other { .. }));
+    }
+
+    #[test]
+    fn expired_token_is_a_denial() {
+        let e = classify(
+            "GetObject",
+            "k",
+            Some(400),
+            Some("ExpiredToken".into()),
+            "m".into(),
+            None,
+        );
+        assert!(matches!(e, StoreError::AccessDenied { ref code, .. } if code == "ExpiredToken"));
+    }
+
+    #[test]
+    fn missing_credentials_are_a_denial_that_says_why() {
+        let why: CredentialsProblem = Arc::new(|| Some("session expired".into()));
+        let e = classify("GetObject", "k", None, None, "dispatch failure".into(), Some(&why));
+        assert!(matches!(e, StoreError::AccessDenied { ref message, .. } if message == "session expired"));
+        let fine: CredentialsProblem = Arc::new(|| None);
+        let e = classify("GetObject", "k", None, None, "timeout".into(), Some(&fine));
+        assert!(matches!(e, StoreError::Other { .. }));
+    }
+}
