@@ -41,7 +41,7 @@ pub fn explain_list_error(e: &StoreError, source: &Source, location: &S3Location
                 .unwrap_or_else(|| format!("in region {region}"))
         ),
         StoreError::AccessDenied { code, message, .. } => format!(
-            "{what} failed for {who}: {code}: {message} (hint: the role's policy, and the bucket policy, must allow s3:ListBucket on arn:aws:s3:::{})",
+            "{what} failed for {who}: {code}: {message} (hint: the role's policy, and the bucket policy, must allow s3:ListBucket on arn:aws:s3:::{}; S3 also answers AccessDenied for a bucket that does not exist when the caller may not list it)",
             source.bucket
         ),
         other => format!("{what} failed: {other}"),

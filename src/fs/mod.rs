@@ -604,3 +604,6 @@ impl<S: ObjectStore> Fs<S> {
         lock(&self.inodes).count()
     }
 }
+
+#[cfg(test)]
+mod tests;

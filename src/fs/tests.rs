@@ -1,0 +1,254 @@
+//! Tests of the core on the in-memory store: what the kernel would see, and what each
+//! operation costs in requests.
+
+use super::*;
+use crate::store::Metadata;
+use crate::store::mem::MemStore;
+use proptest::prelude::*;
+
+fn meta(pairs: &[(&str, &str)]) -> Metadata {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn fs_over(store: Arc<MemStore>, prefix: &str) -> Arc<Fs<MemStore>> {
+    let cfg = FsConfig {
+        prefix: prefix.into(),
+        defaults: Defaults {
+            uid: 11,
+            gid: 22,
+            file_mode: 0o640,
+            dir_mode: 0o750,
+        },
+        cache_bytes: 64 << 20,
+        block_size: 64 << 10,
+        max_request: 256 << 10,
+        max_prefetch: 1 << 20,
+        ..FsConfig::default()
+    };
+    Fs::new(store, cfg)
+}
+
+async fn path_attr(fs: &Arc<Fs<MemStore>>, path: &str) -> Result<Attr, FsError> {
+    let mut ino = ROOT_INO;
+    let mut attr = fs.getattr(ino).await?;
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        attr = fs.lookup(ino, seg).await?;
+        ino = attr.ino;
+    }
+    Ok(attr)
+}
+
+async fn read_all(fs: &Arc<Fs<MemStore>>, path: &str, chunk: u32) -> Result<Vec<u8>, FsError> {
+    let attr = path_attr(fs, path).await?;
+    let (fh, _) = fs.open(attr.ino, false).await?;
+    let mut out = Vec::new();
+    loop {
+        let data = fs.read(fh, out.len() as u64, chunk).await?;
+        if data.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&data);
+    }
+    fs.release(fh);
+    Ok(out)
+}
+
+async fn names(fs: &Arc<Fs<MemStore>>, path: &str) -> Vec<(String, Kind)> {
+    let ino = path_attr(fs, path).await.unwrap().ino;
+    let fh = fs.opendir(ino).await.unwrap();
+    let items = fs.readdir(fh, 0).unwrap();
+    fs.releasedir(fh);
+    items.into_iter().skip(2).map(|i| (i.name, i.kind)).collect()
+}
+
+#[tokio::test]
+async fn attributes_come_from_metadata_or_defaults() {
+    let store = Arc::new(MemStore::new());
+    store.put(
+        "p/with",
+        "abc",
+        meta(&[
+            ("mode", "33261"),
+            ("uid", "1000"),
+            ("gid", "100"),
+            ("mtime", "1700000000.5"),
+        ]),
+    );
+    store.put("p/without", "abcd", Metadata::new());
+    store.put("p/dir/", "", meta(&[("mode", "16832"), ("uid", "5")]));
+    store.put("p/dir/x", "1", Metadata::new());
+    store.put("p/implied/y", "1", Metadata::new());
+    let fs = fs_over(store, "p/");
+    let a = path_attr(&fs, "with").await.unwrap();
+    assert_eq!(
+        (a.kind, a.perm, a.uid, a.gid, a.size),
+        (Kind::File, 0o755, 1000, 100, 3)
+    );
+    assert_eq!(a.mtime, attr::parse_time("1700000000.5").unwrap());
+    let b = path_attr(&fs, "without").await.unwrap();
+    assert_eq!((b.perm, b.uid, b.gid, b.size), (0o640, 11, 22, 4));
+    let d = path_attr(&fs, "dir").await.unwrap();
+    assert_eq!((d.kind, d.perm, d.uid, d.gid), (Kind::Dir, 0o700, 5, 22));
+    let i = path_attr(&fs, "implied").await.unwrap();
+    assert_eq!((i.kind, i.perm, i.uid), (Kind::Dir, 0o750, 11));
+    assert_eq!(path_attr(&fs, "nothing").await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(
+        path_attr(&fs, &"n".repeat(256)).await.unwrap_err().errno(),
+        libc::ENAMETOOLONG
+    );
+}
+
+#[tokio::test]
+async fn listings_show_markers_implied_dirs_and_odd_names() {
+    let store = Arc::new(MemStore::new());
+    for k in [
+        "a b",
+        "c+d",
+        "e%20f",
+        "日本語.txt",
+        "d1/d2/d3/deep",
+        "marker/",
+        "both",
+        "both/inner",
+    ] {
+        store.put(k, k.as_bytes().to_vec(), Metadata::new());
+    }
+    let fs = fs_over(store, "");
+    let got = names(&fs, "").await;
+    let want: Vec<(String, Kind)> = [
+        ("a b", Kind::File),
+        ("both", Kind::Dir),
+        ("c+d", Kind::File),
+        ("d1", Kind::Dir),
+        ("e%20f", Kind::File),
+        ("marker", Kind::Dir),
+        ("日本語.txt", Kind::File),
+    ]
+    .iter()
+    .map(|(n, k)| (n.to_string(), *k))
+    .collect();
+    assert_eq!(got, want);
+    assert!(names(&fs, "marker").await.is_empty());
+    assert_eq!(names(&fs, "d1/d2/d3").await, vec![("deep".to_string(), Kind::File)]);
+    assert_eq!(read_all(&fs, "d1/d2/d3/deep", 4096).await.unwrap(), b"d1/d2/d3/deep");
+    assert_eq!(
+        read_all(&fs, "日本語.txt", 4096).await.unwrap(),
+        "日本語.txt".as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn a_large_directory_pages_through_every_entry() {
+    let store = Arc::new(MemStore::new());
+    for i in 0..2500 {
+        store.put(&format!("big/f{i:05}"), "", Metadata::new());
+    }
+    let fs = fs_over(store.clone(), "");
+    assert_eq!(names(&fs, "big").await.len(), 2500);
+    assert!(store.counters.lists.load(Ordering::Relaxed) >= 3);
+}
+
+#[tokio::test]
+async fn a_random_small_read_costs_one_block_sized_get() {
+    let store = Arc::new(MemStore::new());
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    store.put("big", data.clone(), Metadata::new());
+    let fs = fs_over(store.clone(), "");
+    let attr = path_attr(&fs, "big").await.unwrap();
+    let (fh, _) = fs.open(attr.ino, false).await.unwrap();
+    let before = store.counters.gets.load(Ordering::Relaxed);
+    let off = 3_000_000u64;
+    let got = fs.read(fh, off, 4096).await.unwrap();
+    assert_eq!(&got[..], &data[off as usize..off as usize + 4096]);
+    assert_eq!(store.counters.gets.load(Ordering::Relaxed) - before, 1);
+    assert_eq!(store.counters.bytes_read.load(Ordering::Relaxed), 64 << 10);
+    // The same block again comes from the cache.
+    fs.read(fh, off + 4096, 4096).await.unwrap();
+    assert_eq!(store.counters.gets.load(Ordering::Relaxed) - before, 1);
+}
+
+#[tokio::test]
+async fn sequential_reads_fetch_ahead_in_large_requests() {
+    let store = Arc::new(MemStore::new());
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+    store.put("seq", data.clone(), Metadata::new());
+    let fs = fs_over(store.clone(), "");
+    assert_eq!(read_all(&fs, "seq", 128 << 10).await.unwrap(), data);
+    let gets = store.counters.gets.load(Ordering::Relaxed);
+    // 8 MiB in 256 KiB requests is 32; block-by-block it would be 128.
+    assert!(gets <= 40, "{gets} GETs");
+    assert_eq!(
+        store.counters.bytes_read.load(Ordering::Relaxed),
+        8 << 20,
+        "every byte fetched once"
+    );
+}
+
+#[tokio::test]
+async fn denied_keys_give_eacces_and_writes_erofs() {
+    let store = Arc::new(MemStore::new());
+    store.put("secret/x", "s", Metadata::new());
+    store.put("open", "o", Metadata::new());
+    store.deny("secret/x");
+    let fs = fs_over(store, "");
+    assert_eq!(read_all(&fs, "secret/x", 10).await.unwrap_err().errno(), libc::EACCES);
+    let a = path_attr(&fs, "open").await.unwrap();
+    assert_eq!(fs.open(a.ino, true).await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(fs.refuse_write().errno(), libc::EROFS);
+}
+
+#[tokio::test]
+async fn a_replaced_object_is_not_served_from_the_old_blocks() {
+    let store = Arc::new(MemStore::new());
+    store.put("f", "old contents", Metadata::new());
+    let cfg = FsConfig {
+        metadata_ttl: std::time::Duration::ZERO,
+        ..FsConfig::default()
+    };
+    let fs = Fs::new(store.clone(), cfg);
+    assert_eq!(read_all(&fs, "f", 100).await.unwrap(), b"old contents");
+    store.put("f", "new!", Metadata::new());
+    assert_eq!(read_all(&fs, "f", 100).await.unwrap(), b"new!");
+}
+
+#[tokio::test]
+async fn symlinks_read_their_target() {
+    let store = Arc::new(MemStore::new());
+    store.put("link", "target/file", meta(&[("mode", "41471")]));
+    store.put("geese", "", meta(&[("--symlink-target", "../x")]));
+    let fs = fs_over(store, "");
+    let a = path_attr(&fs, "link").await.unwrap();
+    assert_eq!(a.kind, Kind::Symlink);
+    assert_eq!(fs.readlink(a.ino).await.unwrap(), b"target/file");
+    let g = path_attr(&fs, "geese").await.unwrap();
+    assert_eq!(fs.readlink(g.ino).await.unwrap(), b"../x");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any sequence of reads of any sizes at any offsets returns exactly the object's bytes.
+    #[test]
+    fn reads_match_the_object(
+        size in 0usize..600_000,
+        reads in proptest::collection::vec((0u64..700_000, 1u32..200_000), 1..40),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let store = Arc::new(MemStore::new());
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 256) as u8).collect();
+            store.put("obj", data.clone(), Metadata::new());
+            let cfg = FsConfig { cache_bytes: 256 << 10, block_size: 16 << 10, max_request: 64 << 10, max_prefetch: 128 << 10, ..FsConfig::default() };
+            let fs = Fs::new(store, cfg);
+            let a = path_attr(&fs, "obj").await.unwrap();
+            let (fh, _) = fs.open(a.ino, false).await.unwrap();
+            for (off, len) in reads {
+                let got = fs.read(fh, off, len).await.unwrap();
+                let start = (off as usize).min(size);
+                let end = (off as usize + len as usize).min(size);
+                prop_assert_eq!(&got[..], &data[start..end]);
+            }
+            Ok(())
+        })?;
+    }
+}

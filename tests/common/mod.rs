@@ -1,0 +1,408 @@
+//! Integration-test harness: a real S3+STS+IAM server (moto with IAM enforcement, through
+//! scripts/testserver/s3role_moto.py) on a free loopback port, and real FUSE mounts of the
+//! s3role binary.
+#![allow(dead_code)]
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// What the test server built, read from its world file.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub endpoint: String,
+    pub region: String,
+    pub account: String,
+    pub external_id: String,
+    pub imds_endpoint: Option<String>,
+    pub users: HashMap<String, (String, String)>,
+    pub roles: HashMap<String, String>,
+    pub policies: HashMap<String, String>,
+}
+
+impl World {
+    fn parse(text: &str) -> World {
+        let v: serde_json::Value = serde_json::from_str(text).expect("world file is JSON");
+        let map = |k: &str| -> HashMap<String, String> {
+            v[k].as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        World {
+            endpoint: v["endpoint"].as_str().expect("endpoint").to_owned(),
+            region: v["region"].as_str().unwrap_or("us-east-1").to_owned(),
+            account: v["account"].as_str().unwrap_or_default().to_owned(),
+            external_id: v["external_id"].as_str().unwrap_or_default().to_owned(),
+            imds_endpoint: v["imds_endpoint"].as_str().map(str::to_owned),
+            users: v["users"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(name, k)| {
+                            let ak = k["access_key_id"].as_str().unwrap_or_default().to_owned();
+                            let sk = k["secret_access_key"].as_str().unwrap_or_default().to_owned();
+                            (name.clone(), (ak, sk))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            roles: map("roles"),
+            policies: map("policies"),
+        }
+    }
+
+    pub fn role(&self, name: &str) -> &str {
+        self.roles
+            .get(name)
+            .unwrap_or_else(|| panic!("no role {name} in the world"))
+    }
+
+    pub fn keys(&self, user: &str) -> &(String, String) {
+        self.users
+            .get(user)
+            .unwrap_or_else(|| panic!("no user {user} in the world"))
+    }
+}
+
+/// A running test server; stopped when dropped (and by itself if this process dies).
+pub struct Server {
+    child: Child,
+    pub world: World,
+    _dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    admin: aws_sdk_s3::Client,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Server {
+    /// Starts the server with the standard fixture and `extra` launcher options.
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let world_file = dir.path().join("world.json");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let child = Command::new("python3")
+            .arg(repo().join("scripts/testserver/s3role_moto.py"))
+            .args(["--port", "0", "--quiet", "--world-out"])
+            .arg(&world_file)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("python3 runs the test server (pip install 'moto[server]==5.2.1')");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let world = loop {
+            if let Ok(text) = std::fs::read_to_string(&world_file) {
+                break World::parse(&text);
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                panic!("the test server did not start within 60 s:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (ak, sk) = world.keys("admin").clone();
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(world.region.clone()))
+            .endpoint_url(&world.endpoint)
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(ak, sk, None, None, "test-admin"))
+            .build();
+        let admin = aws_sdk_s3::Client::from_conf(conf);
+        Server {
+            child,
+            world,
+            _dir: dir,
+            rt,
+            admin,
+        }
+    }
+
+    /// Puts an object as the admin user, with user metadata.
+    pub fn put(&self, bucket: &str, key: &str, body: impl Into<Vec<u8>>, meta: &[(&str, &str)]) {
+        let body = body.into();
+        let mut req = self
+            .admin
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body));
+        for (k, v) in meta {
+            req = req.metadata(*k, *v);
+        }
+        self.rt
+            .block_on(req.send())
+            .unwrap_or_else(|e| panic!("admin PutObject {key}: {e:?}"));
+    }
+
+    /// The admin's S3 client, for tests that need more.
+    pub fn admin(&self) -> &aws_sdk_s3::Client {
+        &self.admin
+    }
+
+    /// Runs a future on the harness runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let hostport = self.world.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(hostport).expect("connect to the test server");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok();
+        let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Sets STS to `up`, `down` (503) or `drop` (connections closed).
+    pub fn set_sts(&self, mode: &str) {
+        let (status, body) = self.http("POST", "/s3role-test/sts", mode);
+        assert_eq!(status, 200, "setting STS {mode}: {body}");
+    }
+
+    /// STS sessions issued so far, as (role ARN, session name).
+    pub fn sessions(&self) -> Vec<(String, String)> {
+        let (_, body) = self.http("GET", "/s3role-test/sessions", "");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| {
+                        (
+                            s["role_arn"].as_str().unwrap_or_default().to_owned(),
+                            s["session_name"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The environment a process acting as `user` gets: its keys, no profile files, no
+    /// instance metadata.
+    pub fn env_for(&self, user: &str) -> Vec<(String, String)> {
+        let (ak, sk) = self.world.keys(user).clone();
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), ak),
+            ("AWS_SECRET_ACCESS_KEY".into(), sk),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ("AWS_CONFIG_FILE".into(), "/dev/null".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE".into(), "/dev/null".into()),
+        ]
+    }
+
+    /// The options every s3role command against this server needs.
+    pub fn endpoint_args(&self) -> Vec<String> {
+        vec![
+            "--endpoint-url".into(),
+            self.world.endpoint.clone(),
+            "--sts-endpoint".into(),
+            self.world.endpoint.clone(),
+            "--region".into(),
+            self.world.region.clone(),
+            "--path-style".into(),
+        ]
+    }
+
+    /// Options to assume the `reader` role with the right external ID.
+    pub fn reader_args(&self) -> Vec<String> {
+        vec![
+            "--role-arn".into(),
+            self.world.role("reader").into(),
+            "--external-id".into(),
+            self.world.external_id.clone(),
+        ]
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The s3role binary under test.
+pub fn s3role() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_s3role"));
+    c.env_remove("AWS_PROFILE")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_SESSION_TOKEN");
+    c
+}
+
+/// Whether `path` is a mount point now.
+pub fn is_mounted(path: &Path) -> bool {
+    let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            l.split(' ')
+                .nth(4)
+                .map(|m| Path::new(&m.replace("\\040", " ")) == want)
+                .unwrap_or(false)
+        })
+}
+
+/// A live s3role mount, unmounted when dropped.
+pub struct Mount {
+    pub path: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// Mounts `source` in the foreground (logs kept for the test) and waits until it is live.
+    pub fn start(server: &Server, user: &str, source: &str, args: &[String]) -> Result<Mount, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).expect("mount dir");
+        let log = dir.path().join("s3role.log");
+        let child = s3role()
+            .arg("mount")
+            .arg(source)
+            .arg(&path)
+            .arg("-f")
+            .args(server.endpoint_args())
+            .args(args)
+            .envs(server.env_for(user))
+            .env(
+                "RUST_LOG",
+                std::env::var("S3ROLE_TEST_LOG").unwrap_or_else(|_| "s3role=debug,warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::OpenOptions::new().append(true).open(&log).expect("log"))
+            .spawn()
+            .expect("start s3role");
+        let mut m = Mount {
+            path,
+            child: Some(child),
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if is_mounted(&m.path) {
+                return Ok(m);
+            }
+            if let Some(c) = m.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    m.child = None;
+                    return Err(format!("s3role exited with {status}:\n{}", m.log()));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not mounted after 30 s:\n{}", m.log()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The mount's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A path inside the mount.
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// Unmounts and waits for the daemon to exit; returns its log.
+    pub fn unmount(mut self) -> String {
+        self.stop();
+        self.log()
+    }
+
+    fn stop(&mut self) {
+        if is_mounted(&self.path) {
+            let ok = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.path)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs s3role with the server's endpoints and `user`'s identity; returns its output.
+pub fn run_s3role(server: &Server, user: &str, args: &[String]) -> Output {
+    s3role()
+        .args(args)
+        .envs(server.env_for(user))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run s3role")
+}
+
+/// A deterministic pseudo-random byte pattern, so large files need no storage.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// One server shared by the tests of a binary.
+pub fn shared_server(cell: &'static OnceLock<Server>, extra: &'static [&'static str]) -> &'static Server {
+    cell.get_or_init(|| Server::start(extra))
+}
