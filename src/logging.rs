@@ -19,7 +19,7 @@ pub fn switch_to_syslog() {
 /// Installs the subscriber. Without `RUST_LOG`, s3role logs at INFO and its libraries at WARN.
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,s3role=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error,s3role=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Destination)

@@ -190,6 +190,18 @@ impl Renewer {
                     None => SystemTime::now() + Duration::from_secs(900),
                 }
             };
+            // While renewal is failing, wake at the moment the session expires to say so
+            // once, loudly: from then on requests are refused.
+            if failures > 0
+                && !expired_logged
+                && let Some(exp) = expiry.filter(|e| *e < next && *e > SystemTime::now())
+            {
+                sleep_until(exp).await;
+                if let Some(why) = self.slot.problem() {
+                    expired_logged = true;
+                    tracing::error!("{why}; S3 requests fail with EACCES until STS answers");
+                }
+            }
             sleep_until(next).await;
             match self.chain.resolve().await {
                 Ok(creds) => {

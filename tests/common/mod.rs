@@ -318,11 +318,11 @@ impl Mount {
             if is_mounted(&m.path) {
                 return Ok(m);
             }
-            if let Some(c) = m.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    m.child = None;
-                    return Err(format!("s3role exited with {status}:\n{}", m.log()));
-                }
+            if let Some(c) = m.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                m.child = None;
+                return Err(format!("s3role exited with {status}:\n{}", m.log()));
             }
             if Instant::now() > deadline {
                 return Err(format!("not mounted after 30 s:\n{}", m.log()));
@@ -405,4 +405,75 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 /// One server shared by the tests of a binary.
 pub fn shared_server(cell: &'static OnceLock<Server>, extra: &'static [&'static str]) -> &'static Server {
     cell.get_or_init(|| Server::start(extra))
+}
+
+/// One STS session the server issued.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub role_arn: String,
+    pub session_name: String,
+    pub expiration: std::time::SystemTime,
+}
+
+/// Parses `2026-11-23T14:57:49Z` (fraction allowed) as UTC.
+pub fn parse_iso(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.trim_end_matches('Z');
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let time = time.split(['+', '.']).next()?;
+    let mut t = time.split(':').map(|p| p.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86400 + hh * 3600 + mm * 60 + ss;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+impl Server {
+    /// Sessions issued for `session_name`, oldest first.
+    pub fn sessions_named(&self, session_name: &str) -> Vec<Session> {
+        let (_, body) = self.http("GET", "/s3role-test/sessions", "");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let mut out: Vec<Session> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| {
+                        Some(Session {
+                            role_arn: s["role_arn"].as_str()?.to_owned(),
+                            session_name: s["session_name"].as_str()?.to_owned(),
+                            expiration: parse_iso(s["expiration"].as_str()?)?,
+                        })
+                    })
+                    .filter(|s| s.session_name == session_name)
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by_key(|s| s.expiration);
+        out
+    }
+}
+
+/// One round of filesystem work that reaches S3 when the metadata TTL is 0: a stat, a
+/// directory listing and a read. Returns the first error.
+pub fn touch_s3(m: &Mount, file: &str) -> std::io::Result<()> {
+    std::fs::metadata(m.join(file))?;
+    std::fs::read_dir(&m.path)?.count();
+    std::fs::read(m.join(file)).map(|_| ())
+}
+
+#[test]
+fn iso_dates_parse() {
+    let t = parse_iso("2026-11-19T13:39:30Z").expect("parse");
+    assert_eq!(
+        t.duration_since(std::time::UNIX_EPOCH).expect("after epoch").as_secs(),
+        1_795_095_570
+    );
+    assert!(parse_iso("2000-02-29T00:00:00.123Z").is_some());
 }
