@@ -128,6 +128,12 @@ pub struct FileArgs {
     /// Seconds listings and attributes are trusted before S3 is asked again.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub metadata_ttl: u64,
+    /// Directory for files being written (staged there until close or fsync) [default: $TMPDIR or /tmp].
+    #[arg(long, value_name = "DIR")]
+    pub staging_dir: Option<PathBuf>,
+    /// Most bytes staged at once; writes beyond get ENOSPC.
+    #[arg(long, value_name = "BYTES", default_value = "10G", value_parser = parse_size)]
+    pub staging_limit: u64,
 }
 
 /// Parses an octal permission like `0644` or `755`.

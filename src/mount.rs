@@ -27,6 +27,16 @@ fn check_mountpoint(path: &PathBuf) -> Result<PathBuf, String> {
     std::fs::canonicalize(path).map_err(|e| format!("mount point {}: {e}", path.display()))
 }
 
+fn check_staging(args: &MountArgs) -> Result<(), String> {
+    if args.files.read_only {
+        return Ok(());
+    }
+    let dir = args.files.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
+    tempfile::tempfile_in(&dir)
+        .map(drop)
+        .map_err(|e| format!("--staging-dir {}: cannot create files there: {e}", dir.display()))
+}
+
 /// Explains a failed first listing of the bucket.
 pub fn explain_list_error(e: &StoreError, source: &Source, location: &S3Location, region: &str, who: &str) -> String {
     let what = format!("ListObjectsV2 on s3://{}/{}", source.bucket, source.prefix);
@@ -86,10 +96,13 @@ async fn connect(args: &MountArgs, source: &Source) -> Result<Connected, String>
     }
     defaults.file_mode = args.files.file_mode;
     defaults.dir_mode = args.files.dir_mode;
+    let staging_dir = args.files.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
     let fs_cfg = FsConfig {
         prefix: source.prefix.clone(),
         defaults,
-        read_only: true,
+        read_only: args.files.read_only,
+        staging_dir,
+        staging_limit: args.files.staging_limit,
         metadata_ttl: Duration::from_secs(args.files.metadata_ttl),
         cache_bytes: args.files.cache_size.max(8 << 20),
         ..FsConfig::default()
@@ -108,10 +121,13 @@ fn fuse_config(args: &MountArgs, source: &Source) -> fuser::Config {
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::NoAtime,
-        MountOption::RO,
+        // The kernel checks mode, uid and gid against the caller, as on a local disk.
+        MountOption::DefaultPermissions,
     ];
+    if args.files.read_only {
+        cfg.mount_options.push(MountOption::RO);
+    }
     if args.files.allow_other {
-        cfg.mount_options.push(MountOption::DefaultPermissions);
         cfg.acl = fuser::SessionACL::All;
     }
     cfg.n_threads = Some(2);
@@ -130,7 +146,8 @@ pub fn run(args: MountArgs) -> ExitCode {
                 .map(|_| s)
                 .map_err(|e| e.to_string())
         })
-        .and_then(|s| check_mountpoint(&args.mountpoint).map(|m| (s, m)));
+        .and_then(|s| check_mountpoint(&args.mountpoint).map(|m| (s, m)))
+        .and_then(|p| check_staging(&args).map(|()| p));
     let (source, mountpoint) = match prepared {
         Ok(p) => p,
         Err(e) => {

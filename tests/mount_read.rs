@@ -169,7 +169,9 @@ fn denied_keys_give_eacces_and_writes_erofs() {
     let s = server();
     s.put("data", "secret/hidden.txt", b"no".to_vec(), &[]);
     s.put("data", "t3/open.txt", b"yes".to_vec(), &[]);
-    let m = Mount::start(s, "alice", "data", &s.reader_args()).expect("mount");
+    let mut args = s.reader_args();
+    args.push("--read-only".into());
+    let m = Mount::start(s, "alice", "data", &args).expect("mount");
     let err = std::fs::read(m.join("secret/hidden.txt")).expect_err("the role may not read secret/");
     assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}\n{}", m.log());
     assert_eq!(std::fs::read(m.join("t3/open.txt")).expect("read open"), b"yes");

@@ -35,6 +35,15 @@ pub enum FsError {
     /// An unknown file handle or inode.
     #[error("bad file handle")]
     BadHandle,
+    /// The name is taken.
+    #[error("file exists")]
+    Exists,
+    /// The staging area is full.
+    #[error("no space left in the staging directory")]
+    NoSpace,
+    /// Not permitted (hard links, changing the bucket root).
+    #[error("operation not permitted")]
+    NotPermitted,
     /// An operation the filesystem does not offer.
     #[error("not supported")]
     NotSupported,
@@ -58,6 +67,9 @@ impl FsError {
             FsError::Stale(_) => libc::ESTALE,
             FsError::BadHandle => libc::EBADF,
             FsError::NotSupported => libc::ENOTSUP,
+            FsError::Exists => libc::EEXIST,
+            FsError::NoSpace => libc::ENOSPC,
+            FsError::NotPermitted => libc::EPERM,
             FsError::Io(_) => libc::EIO,
         }
     }

@@ -146,6 +146,51 @@ impl InodeTable {
         }
     }
 
+    /// Takes `path` away from its inode (after unlink or rmdir); the inode lives on until
+    /// the kernel forgets it.
+    pub fn detach(&mut self, path: &str) -> Option<u64> {
+        self.by_path.remove(path)
+    }
+
+    /// Moves `old` (and, for a directory, everything under it) to `new` in `new_parent`.
+    /// Whatever stood at `new` loses its path.
+    pub fn rename(&mut self, old: &str, new: &str, new_parent: u64) {
+        self.by_path.remove(new);
+        let under = format!("{old}/");
+        let moved: Vec<u64> = self
+            .by_ino
+            .values()
+            .filter(|i| i.ino != ROOT_INO && (i.path == old || i.path.starts_with(&under)))
+            .map(|i| i.ino)
+            .collect();
+        for ino in moved {
+            let Some(i) = self.by_ino.get_mut(&ino) else { continue };
+            let rest = i.path[old.len()..].to_owned();
+            if self.by_path.get(&i.path) == Some(&ino) {
+                self.by_path.remove(&i.path);
+            }
+            i.path = format!("{new}{rest}");
+            if rest.is_empty() {
+                i.parent = new_parent;
+            }
+            self.by_path.insert(i.path.clone(), ino);
+        }
+    }
+
+    /// Inodes whose path is under `dir` (for renames and rmdir checks).
+    pub fn under(&self, dir: &str) -> Vec<u64> {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        self.by_ino
+            .values()
+            .filter(|i| i.ino != ROOT_INO && i.path.starts_with(&prefix))
+            .map(|i| i.ino)
+            .collect()
+    }
+
     /// Number of inodes held.
     pub fn count(&self) -> usize {
         self.by_ino.len()
@@ -175,5 +220,19 @@ mod tests {
         let d = t.upsert(ROOT_INO, "a", Kind::Dir);
         assert_ne!(d, a2);
         assert_eq!(t.by_path("a").map(|i| i.ino), Some(d));
+    }
+
+    #[test]
+    fn renaming_a_directory_moves_everything_under_it() {
+        let mut t = InodeTable::new();
+        let d = t.upsert(ROOT_INO, "d", Kind::Dir);
+        let f = t.upsert(d, "d/f", Kind::File);
+        let other = t.upsert(ROOT_INO, "dx", Kind::File);
+        let e = t.upsert(ROOT_INO, "e", Kind::Dir);
+        t.rename("d", "e/d2", e);
+        assert_eq!(t.by_path("e/d2").map(|i| (i.ino, i.parent)), Some((d, e)));
+        assert_eq!(t.by_path("e/d2/f").map(|i| i.ino), Some(f));
+        assert!(t.by_path("d/f").is_none());
+        assert_eq!(t.by_path("dx").map(|i| i.ino), Some(other));
     }
 }

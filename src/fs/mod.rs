@@ -6,14 +6,18 @@ mod cache;
 mod dir;
 mod error;
 mod inode;
+mod ops;
 mod read;
 mod singleflight;
+mod write;
 
 pub use attr::{Attr, Defaults, Kind};
 pub use cache::CacheStats;
 pub use dir::invalid_name;
 pub use error::FsError;
 pub use inode::ROOT_INO;
+pub use ops::SetAttr;
+pub use write::{part_size_for, split_even};
 
 use crate::store::{ObjectInfo, ObjectStore};
 use cache::BlockCache;
@@ -48,6 +52,14 @@ pub struct FsConfig {
     pub max_request: u64,
     /// HEAD requests in flight when filling attributes of a listed directory.
     pub head_concurrency: usize,
+    /// Where files being written are staged (unnamed files, gone when closed or on crash).
+    pub staging_dir: std::path::PathBuf,
+    /// Most bytes staged at once; writes past it get ENOSPC.
+    pub staging_limit: u64,
+    /// Smallest multipart part; grows with the file so 10,000 parts suffice.
+    pub part_size: u64,
+    /// Parts uploaded in parallel per file.
+    pub upload_concurrency: usize,
 }
 
 impl Default for FsConfig {
@@ -55,13 +67,17 @@ impl Default for FsConfig {
         FsConfig {
             prefix: String::new(),
             defaults: Defaults::default(),
-            read_only: true,
+            read_only: false,
             metadata_ttl: Duration::from_secs(10),
             cache_bytes: 512 << 20,
             block_size: 1 << 20,
             max_prefetch: 128 << 20,
             max_request: 8 << 20,
             head_concurrency: 64,
+            staging_dir: std::env::temp_dir(),
+            staging_limit: 10 << 30,
+            part_size: 8 << 20,
+            upload_concurrency: 8,
         }
     }
 }
@@ -121,6 +137,8 @@ pub struct Fs<S: ObjectStore> {
     head_limit: Arc<Semaphore>,
     blocks: Mutex<BlockState>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirty: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<write::Dirty>>>>,
+    staged: AtomicU64,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
     next_handle: AtomicU64,
     mounted_at: SystemTime,
@@ -155,6 +173,8 @@ impl<S: ObjectStore> Fs<S> {
             heads: Mutex::new(heads),
             head_flight: SingleFlight::default(),
             files: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(HashMap::new()),
+            staged: AtomicU64::new(0),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
@@ -296,6 +316,16 @@ impl<S: ObjectStore> Fs<S> {
 
     /// What `path` is now, with its attributes, or `None` if nothing is there.
     async fn resolve(self: &Arc<Self>, parent_path: &str, path: &str) -> Result<Option<(Attr, String)>, FsError> {
+        let written = lock(&self.inodes)
+            .by_path(path)
+            .map(|i| i.ino)
+            .and_then(|ino| self.dirty_of(ino));
+        if let Some(d) = written {
+            let dirty = d.lock().await;
+            if !dirty.unlinked {
+                return Ok(Some((dirty.attr.clone(), String::new())));
+            }
+        }
         let name = path.rsplit('/').next().unwrap_or(path);
         if let Some(listing) = self.cached_listing(parent_path) {
             let Some(entry) = listing.find(name).cloned() else {
@@ -421,6 +451,12 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Attributes of `ino`, refreshed once the metadata TTL has passed.
     pub async fn getattr(self: &Arc<Self>, ino: u64) -> Result<Attr, FsError> {
+        if let Some(d) = self.dirty_of(ino) {
+            return Ok(Attr {
+                ino,
+                ..d.lock().await.attr.clone()
+            });
+        }
         let node = self.inode(ino)?;
         if let Some(stat) = &node.stat
             && self.fresh(stat.fetched)
@@ -493,6 +529,22 @@ impl<S: ObjectStore> Fs<S> {
                     name: e.name.clone(),
                 });
             }
+            // Files created here and not uploaded yet are shown too.
+            let written: Vec<u64> = lock(&self.dirty).keys().copied().collect();
+            for w in written {
+                let Some(child) = inodes.get(w) else { continue };
+                let name = child.path.rsplit('/').next().unwrap_or_default().to_owned();
+                let here = child.parent == ino && inodes.by_path(&child.path).map(|i| i.ino) == Some(w);
+                if here && listing.find(&name).is_none() {
+                    let kind = child.kind;
+                    items.push(DirItem {
+                        ino: w,
+                        next_offset: items.len() as u64 + 1,
+                        kind,
+                        name,
+                    });
+                }
+            }
             let names: std::collections::HashSet<&str> = listing.entries.iter().map(|e| e.name.as_str()).collect();
             let base = node.path.clone();
             let files = lock(&self.files);
@@ -522,13 +574,9 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Opens file `ino`. Returns the handle and whether the kernel may keep its page cache
     /// (the object has not changed since the last open).
-    pub async fn open(self: &Arc<Self>, ino: u64, write: bool) -> Result<(u64, bool), FsError> {
-        if write {
-            return Err(if self.cfg.read_only {
-                FsError::ReadOnly
-            } else {
-                FsError::NotSupported
-            });
+    pub async fn open(self: &Arc<Self>, ino: u64, write: bool, truncate: bool) -> Result<(u64, bool), FsError> {
+        if write && self.cfg.read_only {
+            return Err(FsError::ReadOnly);
         }
         let attr = self.getattr(ino).await?;
         match attr.kind {
@@ -540,26 +588,158 @@ impl<S: ObjectStore> Fs<S> {
             let mut inodes = lock(&self.inodes);
             let node = inodes.get_mut(ino).ok_or(FsError::BadHandle)?;
             let etag = node.stat.as_ref().map(|s| s.etag.clone()).unwrap_or_default();
-            let keep = node.opened_etag.as_deref() == Some(etag.as_str()) && !etag.is_empty();
+            let keep = !write && node.opened_etag.as_deref() == Some(etag.as_str()) && !etag.is_empty();
             node.opened_etag = Some(etag.clone());
             (node.path.clone(), etag, keep)
         };
+        let key = self.key_of(&path);
+        let mut file = OpenFile::new(ino, key.clone(), etag, attr.size);
+        if write {
+            let d = self.begin_write(ino, &attr, &key, true).await?;
+            if truncate {
+                let mut dirty = d.lock().await;
+                if let Err(e) = self.truncate_dirty(&mut dirty, 0).await {
+                    drop(dirty);
+                    self.finish_write(ino).await;
+                    return Err(e);
+                }
+            }
+            file = file.writable();
+        }
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let file = OpenFile::new(ino, self.key_of(&path), etag, attr.size);
         lock(&self.files).insert(fh, Arc::new(file));
         Ok((fh, keep))
     }
 
+    /// Creates file `name` in `parent` and opens it for writing. It becomes an object when
+    /// it is first flushed, fsynced or closed.
+    pub async fn create(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Attr, u64), FsError> {
+        let (dir, path) = self.child_path(parent, name)?;
+        if self.resolve(&dir.path, &path).await?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let attr = Attr {
+            ino: 0,
+            kind: Kind::File,
+            size: 0,
+            perm: (mode & 0o7777) as u16,
+            uid,
+            gid,
+            mtime: SystemTime::now(),
+        };
+        let attr = self.remember(parent, &path, attr, String::new(), true);
+        let key = self.key_of(&path);
+        self.begin_write(attr.ino, &attr, &key, false).await?;
+        let file = OpenFile::new(attr.ino, key, String::new(), 0).writable();
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        lock(&self.files).insert(fh, Arc::new(file));
+        Ok((attr, fh))
+    }
+
+    /// close(2) of one descriptor: uploads the file if it changed, so the error reaches the
+    /// program.
+    pub async fn flush(self: &Arc<Self>, fh: u64) -> Result<(), FsError> {
+        let file = self.open_file(fh)?;
+        if !file.writable {
+            return Ok(());
+        }
+        match self.dirty_of(file.ino) {
+            Some(d) => {
+                let mut dirty = d.lock().await;
+                self.upload(file.ino, &mut dirty).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// fsync(2): the same as a flush.
+    pub async fn fsync(self: &Arc<Self>, fh: u64) -> Result<(), FsError> {
+        self.flush(fh).await
+    }
+
+    /// Drops one writer of `ino`; the last one uploads what is left and frees the staging.
+    pub(super) async fn finish_write(self: &Arc<Self>, ino: u64) {
+        let Some(d) = self.dirty_of(ino) else { return };
+        let mut dirty = d.lock().await;
+        dirty.writers = dirty.writers.saturating_sub(1);
+        if dirty.writers > 0 {
+            return;
+        }
+        if let Err(e) = self.upload(ino, &mut dirty).await {
+            tracing::error!(key = %dirty.key, "the last close could not upload the file; its changes are lost: {e}");
+        }
+        self.unreserve(&mut dirty);
+        lock(&self.dirty).remove(&ino);
+    }
+
     /// Closes a file handle.
-    pub fn release(&self, fh: u64) {
+    pub async fn release(self: &Arc<Self>, fh: u64) {
         let file = lock(&self.files).remove(&fh);
         if let Some(f) = file {
+            if f.writable {
+                self.finish_write(f.ino).await;
+            }
             let open = lock(&self.files).values().any(|o| o.ino == f.ino);
             let mut inodes = lock(&self.inodes);
             if inodes.get(f.ino).is_some_and(|i| i.lookups == 0) {
                 inodes.forget(f.ino, 0, open);
             }
         }
+    }
+
+    /// Records a new version of `key`: attributes for the kernel, caches dropped.
+    pub(super) fn uploaded(&self, ino: u64, key: &str, attr: Attr, etag: String) {
+        if let Some(node) = lock(&self.inodes).get_mut(ino) {
+            node.stat = Some(Stat {
+                attr: Attr { ino, ..attr },
+                etag,
+                fetched: Instant::now(),
+            });
+        }
+        self.forget_key(key);
+    }
+
+    /// Drops what is cached about `key` and the listing of its directory.
+    pub(super) fn forget_key(&self, key: &str) {
+        lock(&self.heads).pop(key);
+        lock(&self.heads).pop(&format!("{key}/"));
+        let parent = match key.trim_end_matches('/').rfind('/') {
+            Some(i) => key[..=i].to_owned(),
+            None => String::new(),
+        };
+        lock(&self.listings).remove(&parent);
+    }
+
+    /// Drops every cached listing and HEAD (after a directory rename).
+    pub(super) fn forget_all(&self) {
+        lock(&self.listings).clear();
+        lock(&self.heads).clear();
+    }
+
+    /// The directory `parent` and the path of `name` in it, checked.
+    pub(super) fn child_path(&self, parent: u64, name: &str) -> Result<(inode::Inode, String), FsError> {
+        if self.cfg.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if name.len() > 255 {
+            return Err(FsError::NameTooLong);
+        }
+        if invalid_name(name).is_some() || name.contains('/') {
+            return Err(FsError::Invalid);
+        }
+        let dir = self.inode(parent)?;
+        if dir.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let path = join(&dir.path, name);
+        Ok((dir, path))
     }
 
     /// The target of symlink `ino`.
@@ -595,8 +775,13 @@ impl<S: ObjectStore> Fs<S> {
         if self.cfg.read_only {
             FsError::ReadOnly
         } else {
-            FsError::NotSupported
+            FsError::NotPermitted
         }
+    }
+
+    /// Bytes held in staging files now.
+    pub fn staged_bytes(&self) -> u64 {
+        self.staged.load(Ordering::Relaxed)
     }
 
     /// Inodes currently known (for tests and status).
@@ -607,3 +792,6 @@ impl<S: ObjectStore> Fs<S> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod write_tests;

@@ -39,6 +39,8 @@ struct Sequence {
 #[derive(Debug)]
 pub(super) struct OpenFile {
     pub(super) ino: u64,
+    /// Opened for writing.
+    pub(super) writable: bool,
     object: Arc<(String, String)>,
     size: u64,
     sequence: Mutex<Sequence>,
@@ -48,10 +50,17 @@ impl OpenFile {
     pub(super) fn new(ino: u64, key: String, etag: String, size: u64) -> Self {
         OpenFile {
             ino,
+            writable: false,
             object: Arc::new((key, etag)),
             size,
             sequence: Mutex::new(Sequence::default()),
         }
+    }
+
+    /// The same handle, allowed to write.
+    pub(super) fn writable(mut self) -> Self {
+        self.writable = true;
+        self
     }
 
     /// Updates the access pattern with a read of `offset..end` and returns how many bytes
@@ -72,17 +81,32 @@ impl OpenFile {
 }
 
 impl<S: ObjectStore> Fs<S> {
-    fn open_file(&self, fh: u64) -> Result<Arc<OpenFile>, FsError> {
+    pub(super) fn open_file(&self, fh: u64) -> Result<Arc<OpenFile>, FsError> {
         lock(&self.files).get(&fh).cloned().ok_or(FsError::BadHandle)
     }
 
-    /// Reads up to `size` bytes at `offset` from an open file.
+    /// Reads up to `size` bytes at `offset` from an open file; a file being written is read
+    /// from its staged state, so a program sees its own writes.
     pub async fn read(self: &Arc<Self>, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
         let file = self.open_file(fh)?;
-        if offset >= file.size || size == 0 {
+        if let Some(d) = self.dirty_of(file.ino) {
+            let dirty = d.lock().await;
+            return self.read_dirty(file.ino, &dirty, offset, size).await;
+        }
+        self.read_object(&file, offset, u64::from(size)).await
+    }
+
+    /// Reads `len` bytes at `offset` of one version of an object through the block cache.
+    pub(super) async fn read_object(
+        self: &Arc<Self>,
+        file: &Arc<OpenFile>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, FsError> {
+        if offset >= file.size || len == 0 {
             return Ok(Bytes::new());
         }
-        let end = (offset + u64::from(size)).min(file.size);
+        let end = (offset + len).min(file.size);
         let bs = self.cfg.block_size;
         let (first, last) = (offset / bs, (end - 1) / bs);
         let max_ahead = self.cfg.max_prefetch.min(self.cfg.cache_bytes / 2);
@@ -96,17 +120,17 @@ impl<S: ObjectStore> Fs<S> {
         } else {
             ((last + ahead / bs) / per_request + 1) * per_request - 1
         };
-        self.start_fetches(&file, first, target.min(last_of_file), per_request);
+        self.start_fetches(file, first, target.min(last_of_file), per_request);
 
         if first == last {
-            let block = self.block(&file, first).await?;
+            let block = self.block(file, first).await?;
             let from = (offset - first * bs) as usize;
             let to = (end - first * bs) as usize;
             return Ok(block.slice(from..to.min(block.len())));
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for index in first..=last {
-            let block = self.block(&file, index).await?;
+            let block = self.block(file, index).await?;
             let start = index * bs;
             let from = offset.saturating_sub(start) as usize;
             let to = ((end - start) as usize).min(block.len());

@@ -40,7 +40,7 @@ async fn path_attr(fs: &Arc<Fs<MemStore>>, path: &str) -> Result<Attr, FsError> 
 
 async fn read_all(fs: &Arc<Fs<MemStore>>, path: &str, chunk: u32) -> Result<Vec<u8>, FsError> {
     let attr = path_attr(fs, path).await?;
-    let (fh, _) = fs.open(attr.ino, false).await?;
+    let (fh, _) = fs.open(attr.ino, false, false).await?;
     let mut out = Vec::new();
     loop {
         let data = fs.read(fh, out.len() as u64, chunk).await?;
@@ -49,7 +49,7 @@ async fn read_all(fs: &Arc<Fs<MemStore>>, path: &str, chunk: u32) -> Result<Vec<
         }
         out.extend_from_slice(&data);
     }
-    fs.release(fh);
+    fs.release(fh).await;
     Ok(out)
 }
 
@@ -155,7 +155,7 @@ async fn a_random_small_read_costs_one_block_sized_get() {
     store.put("big", data.clone(), Metadata::new());
     let fs = fs_over(store.clone(), "");
     let attr = path_attr(&fs, "big").await.unwrap();
-    let (fh, _) = fs.open(attr.ino, false).await.unwrap();
+    let (fh, _) = fs.open(attr.ino, false, false).await.unwrap();
     let before = store.counters.gets.load(Ordering::Relaxed);
     let off = 3_000_000u64;
     let got = fs.read(fh, off, 4096).await.unwrap();
@@ -190,10 +190,19 @@ async fn denied_keys_give_eacces_and_writes_erofs() {
     store.put("secret/x", "s", Metadata::new());
     store.put("open", "o", Metadata::new());
     store.deny("secret/x");
-    let fs = fs_over(store, "");
+    let cfg = FsConfig {
+        read_only: true,
+        ..FsConfig::default()
+    };
+    let fs = Fs::new(store, cfg);
     assert_eq!(read_all(&fs, "secret/x", 10).await.unwrap_err().errno(), libc::EACCES);
     let a = path_attr(&fs, "open").await.unwrap();
-    assert_eq!(fs.open(a.ino, true).await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(fs.open(a.ino, true, false).await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(
+        fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(fs.unlink(ROOT_INO, "open").await.unwrap_err().errno(), libc::EROFS);
     assert_eq!(fs.refuse_write().errno(), libc::EROFS);
 }
 
@@ -241,7 +250,7 @@ proptest! {
             let cfg = FsConfig { cache_bytes: 256 << 10, block_size: 16 << 10, max_request: 64 << 10, max_prefetch: 128 << 10, ..FsConfig::default() };
             let fs = Fs::new(store, cfg);
             let a = path_attr(&fs, "obj").await.unwrap();
-            let (fh, _) = fs.open(a.ino, false).await.unwrap();
+            let (fh, _) = fs.open(a.ino, false, false).await.unwrap();
             for (off, len) in reads {
                 let got = fs.read(fh, off, len).await.unwrap();
                 let start = (off as usize).min(size);

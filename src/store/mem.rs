@@ -1,8 +1,9 @@
 //! An in-memory [`ObjectStore`] with S3's listing semantics, for unit and property tests of
 //! the filesystem core. It counts requests so tests can check how many a read costs.
 
-use super::{ListPage, Metadata, ObjectInfo, ObjectStore, RangeBody, StoreError};
+use super::{ListPage, Metadata, NewObject, ObjectInfo, ObjectStore, Part, RangeBody, StoreError};
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::sync::Mutex;
@@ -13,6 +14,7 @@ use std::time::SystemTime;
 struct MemObject {
     data: Bytes,
     metadata: Metadata,
+    content_type: Option<String>,
     etag: String,
     last_modified: SystemTime,
 }
@@ -28,6 +30,21 @@ pub struct MemCounters {
     pub gets: AtomicU64,
     /// Bytes returned by GetObject.
     pub bytes_read: AtomicU64,
+    /// Objects written (PutObject, CompleteMultipartUpload, CopyObject).
+    pub writes: AtomicU64,
+    /// Parts uploaded or copied.
+    pub parts: AtomicU64,
+    /// Multipart uploads aborted.
+    pub aborts: AtomicU64,
+    /// DeleteObject calls.
+    pub deletes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Upload {
+    key: String,
+    new: NewObject,
+    parts: BTreeMap<i32, Bytes>,
 }
 
 /// A bucket held in memory.
@@ -35,6 +52,9 @@ pub struct MemCounters {
 pub struct MemStore {
     objects: Mutex<BTreeMap<String, MemObject>>,
     denied_prefixes: Mutex<BTreeSet<String>>,
+    read_only_prefixes: Mutex<BTreeSet<String>>,
+    uploads: Mutex<HashMap<String, Upload>>,
+    failing_parts: std::sync::atomic::AtomicBool,
     versions: AtomicU64,
     /// What this store has been asked.
     pub counters: MemCounters,
@@ -48,14 +68,85 @@ impl MemStore {
 
     /// Stores an object, replacing any previous one.
     pub fn put(&self, key: &str, data: impl Into<Bytes>, metadata: Metadata) {
+        self.store(
+            key,
+            data.into(),
+            NewObject {
+                metadata,
+                content_type: None,
+            },
+        );
+    }
+
+    fn store(&self, key: &str, data: Bytes, new: NewObject) -> String {
         let version = self.versions.fetch_add(1, Ordering::Relaxed);
+        let etag = format!("\"v{version}\"");
         let obj = MemObject {
-            data: data.into(),
-            metadata,
-            etag: format!("\"v{version}\""),
+            data,
+            metadata: new.metadata,
+            content_type: new.content_type,
+            etag: etag.clone(),
             last_modified: SystemTime::now(),
         };
         self.lock().insert(key.to_owned(), obj);
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        etag
+    }
+
+    /// The bytes, metadata and content type of an object, if it exists.
+    pub fn get(&self, key: &str) -> Option<(Bytes, Metadata, Option<String>)> {
+        self.lock()
+            .get(key)
+            .map(|o| (o.data.clone(), o.metadata.clone(), o.content_type.clone()))
+    }
+
+    /// Every key in the bucket.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Multipart uploads neither completed nor aborted.
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Makes every change to keys under `prefix` fail with AccessDenied (reads still work),
+    /// like a role with a read-only policy.
+    pub fn deny_writes(&self, prefix: &str) {
+        if let Ok(mut d) = self.read_only_prefixes.lock() {
+            d.insert(prefix.to_owned());
+        }
+    }
+
+    /// Makes part uploads fail (as a network outage would) until turned off again.
+    pub fn fail_parts(&self, fail: bool) {
+        self.failing_parts.store(fail, Ordering::Relaxed);
+    }
+
+    fn check_write(&self, op: &'static str, key: &str) -> Result<(), StoreError> {
+        self.check(op, key)?;
+        let denied = self.read_only_prefixes.lock().unwrap_or_else(|p| p.into_inner());
+        if denied.iter().any(|p| key.starts_with(p.as_str())) {
+            return Err(StoreError::AccessDenied {
+                op,
+                key: key.to_owned(),
+                code: "AccessDenied".into(),
+                message: "Access Denied".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn no_upload(op: &'static str, key: &str) -> StoreError {
+        StoreError::NotFound {
+            op,
+            key: key.to_owned(),
+            code: "NoSuchUpload".into(),
+        }
     }
 
     /// Removes an object.
@@ -94,6 +185,7 @@ impl MemStore {
             etag: o.etag.clone(),
             last_modified: o.last_modified,
             metadata: with_metadata.then(|| o.metadata.clone()),
+            content_type: if with_metadata { o.content_type.clone() } else { None },
         }
     }
 }
@@ -188,6 +280,159 @@ impl ObjectStore for MemStore {
             .bytes_read
             .fetch_add((end - start) as u64, Ordering::Relaxed);
         Ok(RangeBody::from_bytes(obj.data.slice(start..end)))
+    }
+
+    async fn put(&self, key: &str, body: Bytes, new: &NewObject) -> Result<String, StoreError> {
+        self.check_write("PutObject", key)?;
+        Ok(self.store(key, body, new.clone()))
+    }
+
+    async fn create_multipart(&self, key: &str, new: &NewObject) -> Result<String, StoreError> {
+        self.check_write("CreateMultipartUpload", key)?;
+        let id = format!("upload-{}", self.versions.fetch_add(1, Ordering::Relaxed));
+        self.uploads().insert(
+            id.clone(),
+            Upload {
+                key: key.to_owned(),
+                new: new.clone(),
+                parts: BTreeMap::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> Result<Part, StoreError> {
+        self.check_write("UploadPart", key)?;
+        if self.failing_parts.load(Ordering::Relaxed) {
+            return Err(StoreError::Other {
+                op: "UploadPart",
+                key: key.to_owned(),
+                code: Some("InternalError".into()),
+                message: "injected failure".into(),
+            });
+        }
+        let mut uploads = self.uploads();
+        let up = uploads
+            .get_mut(upload_id)
+            .ok_or_else(|| Self::no_upload("UploadPart", key))?;
+        up.parts.insert(number, body);
+        self.counters.parts.fetch_add(1, Ordering::Relaxed);
+        Ok(Part {
+            number,
+            etag: format!("\"part{number}\""),
+        })
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        source: &str,
+        range: Range<u64>,
+        source_etag: Option<&str>,
+    ) -> Result<Part, StoreError> {
+        self.check_write("UploadPartCopy", key)?;
+        self.check("UploadPartCopy", source)?;
+        let data = {
+            let objects = self.lock();
+            let obj = objects.get(source).ok_or_else(|| StoreError::NotFound {
+                op: "UploadPartCopy",
+                key: source.to_owned(),
+                code: "NoSuchKey".into(),
+            })?;
+            if source_etag.is_some_and(|e| e != obj.etag) {
+                return Err(StoreError::PreconditionFailed {
+                    op: "UploadPartCopy",
+                    key: source.to_owned(),
+                });
+            }
+            let len = obj.data.len() as u64;
+            obj.data
+                .slice(range.start.min(len) as usize..range.end.min(len) as usize)
+        };
+        let mut uploads = self.uploads();
+        let up = uploads
+            .get_mut(upload_id)
+            .ok_or_else(|| Self::no_upload("UploadPartCopy", key))?;
+        up.parts.insert(number, data);
+        self.counters.parts.fetch_add(1, Ordering::Relaxed);
+        Ok(Part {
+            number,
+            etag: format!("\"part{number}\""),
+        })
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<Part>) -> Result<String, StoreError> {
+        let up = self
+            .uploads()
+            .remove(upload_id)
+            .ok_or_else(|| Self::no_upload("CompleteMultipartUpload", key))?;
+        let mut body = bytes::BytesMut::new();
+        for (i, p) in parts.iter().enumerate() {
+            let data = up.parts.get(&p.number).ok_or_else(|| StoreError::Other {
+                op: "CompleteMultipartUpload",
+                key: key.to_owned(),
+                code: Some("InvalidPart".into()),
+                message: format!("part {} was never uploaded", p.number),
+            })?;
+            if i + 1 < parts.len() && data.len() < 5 << 20 {
+                return Err(StoreError::Other {
+                    op: "CompleteMultipartUpload",
+                    key: key.to_owned(),
+                    code: Some("EntityTooSmall".into()),
+                    message: format!("part {} is smaller than 5 MiB", p.number),
+                });
+            }
+            body.extend_from_slice(data);
+        }
+        Ok(self.store(&up.key, body.freeze(), up.new))
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.uploads()
+            .remove(upload_id)
+            .ok_or_else(|| Self::no_upload("AbortMultipartUpload", key))?;
+        self.counters.aborts.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn copy(
+        &self,
+        source: &str,
+        dest: &str,
+        replace: Option<&NewObject>,
+        source_etag: Option<&str>,
+    ) -> Result<String, StoreError> {
+        self.check("CopyObject", source)?;
+        self.check_write("CopyObject", dest)?;
+        let (data, new) = {
+            let objects = self.lock();
+            let obj = objects.get(source).ok_or_else(|| StoreError::NotFound {
+                op: "CopyObject",
+                key: source.to_owned(),
+                code: "NoSuchKey".into(),
+            })?;
+            if source_etag.is_some_and(|e| e != obj.etag) {
+                return Err(StoreError::PreconditionFailed {
+                    op: "CopyObject",
+                    key: source.to_owned(),
+                });
+            }
+            let new = replace.cloned().unwrap_or_else(|| NewObject {
+                metadata: obj.metadata.clone(),
+                content_type: obj.content_type.clone(),
+            });
+            (obj.data.clone(), new)
+        };
+        Ok(self.store(dest, data, new))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.check_write("DeleteObject", key)?;
+        self.lock().remove(key);
+        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -29,6 +29,26 @@ pub struct ObjectInfo {
     pub last_modified: SystemTime,
     /// User metadata; `None` when the object came from a listing, which never carries it.
     pub metadata: Option<Metadata>,
+    /// Content-Type, from HEAD only; kept when metadata is rewritten.
+    pub content_type: Option<String>,
+}
+
+/// How a new object's headers are set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewObject {
+    /// User metadata (POSIX attributes and anything else to keep).
+    pub metadata: Metadata,
+    /// Content-Type, if known.
+    pub content_type: Option<String>,
+}
+
+/// One uploaded part of a multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// Part number, 1 to 10,000.
+    pub number: i32,
+    /// ETag the server returned for it.
+    pub etag: String,
 }
 
 /// One page of a delimited listing.
@@ -111,4 +131,54 @@ pub trait ObjectStore: Send + Sync + 'static {
         range: Range<u64>,
         if_match: Option<&str>,
     ) -> impl Future<Output = Result<RangeBody, StoreError>> + Send;
+
+    /// Writes a whole object in one request; returns its ETag.
+    fn put(&self, key: &str, body: Bytes, new: &NewObject) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Starts a multipart upload; returns its id.
+    fn create_multipart(&self, key: &str, new: &NewObject) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Uploads one part.
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> impl Future<Output = Result<Part, StoreError>> + Send;
+
+    /// Makes one part from a byte range of an existing object, on the server.
+    fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        source: &str,
+        range: Range<u64>,
+        source_etag: Option<&str>,
+    ) -> impl Future<Output = Result<Part, StoreError>> + Send;
+
+    /// Completes a multipart upload; the object appears whole, or not at all. Returns its ETag.
+    fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<Part>,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Abandons a multipart upload and frees its parts.
+    fn abort_multipart(&self, key: &str, upload_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Copies an object (at most 5 GiB) on the server. With `replace`, the copy gets those
+    /// headers; without, it keeps the source's. Returns the new ETag.
+    fn copy(
+        &self,
+        source: &str,
+        dest: &str,
+        replace: Option<&NewObject>,
+        source_etag: Option<&str>,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Deletes an object; deleting a missing key succeeds, as in S3.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
