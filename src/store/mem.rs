@@ -125,16 +125,7 @@ impl MemStore {
 
     fn check_write(&self, op: &'static str, key: &str) -> Result<(), StoreError> {
         self.check(op, key)?;
-        let denied = self.read_only_prefixes.lock().unwrap_or_else(|p| p.into_inner());
-        if denied.iter().any(|p| key.starts_with(p.as_str())) {
-            return Err(StoreError::AccessDenied {
-                op,
-                key: key.to_owned(),
-                code: "AccessDenied".into(),
-                message: "Access Denied".into(),
-            });
-        }
-        Ok(())
+        refuse_under(&self.read_only_prefixes, op, key)
     }
 
     fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
@@ -166,16 +157,7 @@ impl MemStore {
     }
 
     fn check(&self, op: &'static str, key: &str) -> Result<(), StoreError> {
-        let denied = self.denied_prefixes.lock().unwrap_or_else(|p| p.into_inner());
-        if denied.iter().any(|p| key.starts_with(p.as_str())) {
-            return Err(StoreError::AccessDenied {
-                op,
-                key: key.to_owned(),
-                code: "AccessDenied".into(),
-                message: "Access Denied".into(),
-            });
-        }
-        Ok(())
+        refuse_under(&self.denied_prefixes, op, key)
     }
 
     fn info(key: &str, o: &MemObject, with_metadata: bool) -> ObjectInfo {
@@ -188,6 +170,20 @@ impl MemStore {
             content_type: if with_metadata { o.content_type.clone() } else { None },
         }
     }
+}
+
+/// AccessDenied if `key` is under one of `prefixes`.
+fn refuse_under(prefixes: &Mutex<BTreeSet<String>>, op: &'static str, key: &str) -> Result<(), StoreError> {
+    let denied = prefixes.lock().unwrap_or_else(|p| p.into_inner());
+    if denied.iter().any(|p| key.starts_with(p.as_str())) {
+        return Err(StoreError::AccessDenied {
+            op,
+            key: key.to_owned(),
+            code: "AccessDenied".into(),
+            message: "Access Denied".into(),
+        });
+    }
+    Ok(())
 }
 
 impl ObjectStore for MemStore {
