@@ -303,6 +303,31 @@ def trust_policy_allows(policy_doc: str | dict, action: str, caller_arn: str,
 # ----------------------------------------------------------------------------------------------
 # moto patches
 # ----------------------------------------------------------------------------------------------
+def patch_s3_result_roots() -> None:
+    """Real S3 answers CompleteMultipartUpload with a <CompleteMultipartUploadResult> root;
+    moto names the root after the operation (<CompleteMultipartUploadResponse>). boto3 does not
+    look at the root, the AWS Rust SDK does and rejects the answer, so rename it."""
+    from moto.core.serialize import S3Serializer
+
+    roots = {"CompleteMultipartUpload": "CompleteMultipartUploadResult"}
+    original = S3Serializer._serialized_result_to_response
+
+    def serialized_result_to_response(self, resp, result, shape, serialized_result):
+        resp = original(self, resp, result, shape, serialized_result)
+        name = self.operation_model.name
+        body = resp.get("body")
+        if name in roots and isinstance(body, (str, bytes)):
+            wrong, right = f"{name}Response", roots[name]
+            if isinstance(body, bytes):
+                body = body.replace(wrong.encode(), right.encode())
+            else:
+                body = body.replace(wrong, right)
+            resp["body"] = body
+        return resp
+
+    S3Serializer._serialized_result_to_response = serialized_result_to_response
+
+
 def install_patches() -> None:  # noqa: C901  (one place for all monkeypatching)
     from werkzeug.exceptions import HTTPException
 
@@ -327,6 +352,8 @@ def install_patches() -> None:  # noqa: C901  (one place for all monkeypatching)
         (TokenResponse, "assume_role"), (TokenResponse, "assume_role_with_web_identity"),
         (TokenResponse, "assume_role_with_saml"),
     ]
+    from moto.core.serialize import S3Serializer
+    required.append((S3Serializer, "_serialized_result_to_response"))
     missing = [f"{getattr(o, '__name__', o)}.{n}" for o, n in required if not hasattr(o, n)]
     if missing:
         raise SystemExit(f"s3role_moto: moto internals changed, cannot patch: {missing}")
@@ -1281,6 +1308,7 @@ def main(argv=None) -> int:
     settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
     ActionAuthenticatorMixin.request_count = 0
     install_patches()
+    patch_s3_result_roots()
 
     server = make_wsgi_server(args.port, FrontApp(), args.quiet)
     port = server.server_address[1]

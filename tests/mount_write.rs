@@ -1,0 +1,239 @@
+//! The write path on real mounts, through role `writer` (and `reader` for denials): every
+//! operation lands in S3 in s3fs's format and is there after a remount.
+
+mod common;
+
+use common::{Mount, Server, pattern, shared_server};
+use std::io::Write;
+use std::os::fd::IntoRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+fn server() -> &'static Server {
+    shared_server(&SERVER, &[])
+}
+
+fn writer_args(s: &Server) -> Vec<String> {
+    vec![
+        "--role-arn".into(),
+        s.world.role("writer").into(),
+        "--external-id".into(),
+        s.world.external_id.clone(),
+    ]
+}
+
+/// close(2) of `file`, with its result: std's drop ignores it, and that is where upload
+/// errors arrive.
+fn close(file: std::fs::File) -> std::io::Result<()> {
+    let fd = file.into_raw_fd();
+    // SAFETY: fd was just released by a File that owned it.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn object(s: &Server, key: &str) -> Option<(Vec<u8>, std::collections::HashMap<String, String>)> {
+    s.block_on(async {
+        let out = s.admin().get_object().bucket("data").key(key).send().await.ok()?;
+        let meta = out.metadata().cloned().unwrap_or_default();
+        let body = out.body.collect().await.ok()?.into_bytes().to_vec();
+        Some((body, meta))
+    })
+}
+
+fn keys_under(s: &Server, prefix: &str) -> Vec<String> {
+    s.block_on(async {
+        let out = s
+            .admin()
+            .list_objects_v2()
+            .bucket("data")
+            .prefix(prefix)
+            .send()
+            .await
+            .expect("list");
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    })
+}
+
+#[test]
+fn every_operation_lands_in_s3_and_survives_a_remount() {
+    let s = server();
+    s.put("data", "w1/existing.txt", b"0123456789".to_vec(), &[]);
+    let m = Mount::start(s, "alice", "data:/w1", &writer_args(s)).expect("mount");
+    let p = |rel: &str| m.join(rel);
+
+    // create + write + close, read-after-write
+    let mut f = std::fs::File::create(p("new.txt")).expect("create");
+    f.write_all(b"hello world").expect("write");
+    assert_eq!(std::fs::read(p("new.txt")).expect("read back"), b"hello world");
+    close(f).expect("close uploads");
+    let (body, meta) = object(s, "w1/new.txt").expect("uploaded");
+    assert_eq!(body, b"hello world");
+    assert_eq!(meta.get("uid").map(String::as_str), Some("0"));
+    let mode: u32 = meta.get("mode").and_then(|m| m.parse().ok()).expect("mode");
+    assert_eq!(mode & 0o170000, 0o100000, "regular file");
+
+    // overwrite in place and append
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p("existing.txt"))
+        .expect("open");
+    use std::io::{Seek, SeekFrom};
+    f.seek(SeekFrom::Start(2)).expect("seek");
+    f.write_all(b"ab").expect("write");
+    close(f).expect("close");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(p("existing.txt"))
+        .expect("open append");
+    f.write_all(b"++").expect("append");
+    close(f).expect("close");
+    assert_eq!(object(s, "w1/existing.txt").expect("object").0, b"01ab456789++");
+
+    // truncate an open file, then write past the end
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p("new.txt"))
+        .expect("open");
+    f.set_len(5).expect("truncate while open");
+    f.seek(SeekFrom::Start(7)).expect("seek");
+    f.write_all(b"!").expect("write");
+    close(f).expect("close");
+    assert_eq!(object(s, "w1/new.txt").expect("object").0, b"hello\0\0!");
+
+    // directories, nested content, symlinks
+    std::fs::create_dir_all(p("dir/sub")).expect("mkdir -p");
+    std::fs::write(p("dir/sub/deep.txt"), b"deep").expect("write deep");
+    std::fs::write(p("dir/top.txt"), b"top").expect("write top");
+    std::os::unix::fs::symlink("../new.txt", p("dir/link")).expect("symlink");
+    assert_eq!(std::fs::read(p("dir/link")).expect("through link"), b"hello\0\0!");
+    assert!(
+        keys_under(s, "w1/dir/").contains(&"w1/dir/sub/".to_string()),
+        "mkdir writes a marker"
+    );
+    let err = std::fs::remove_dir(p("dir")).expect_err("not empty");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
+
+    // chmod, chown, utimens
+    std::fs::set_permissions(p("existing.txt"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::chown(p("existing.txt"), Some(1234), Some(5678)).expect("chown");
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(p("existing.txt"))
+        .and_then(|f| f.set_modified(when))
+        .expect("utimens");
+    std::fs::set_permissions(p("dir/sub"), std::fs::Permissions::from_mode(0o700)).expect("chmod dir");
+
+    // rename a file onto another, and a directory with nested content
+    std::fs::write(p("victim.txt"), b"replaced").expect("write victim");
+    std::fs::rename(p("new.txt"), p("victim.txt")).expect("rename onto");
+    std::fs::rename(p("dir"), p("moved")).expect("rename dir");
+    std::fs::write(p("gone.txt"), b"x").expect("write gone");
+    std::fs::remove_file(p("gone.txt")).expect("unlink");
+    std::fs::create_dir(p("emptydir")).expect("mkdir");
+    std::fs::remove_dir(p("emptydir")).expect("rmdir");
+    m.unmount();
+
+    // A fresh mount sees all of it.
+    let m = Mount::start(s, "alice", "data:/w1", &writer_args(s)).expect("remount");
+    let p = |rel: &str| m.join(rel);
+    let names: std::collections::BTreeSet<String> = std::fs::read_dir(&m.path)
+        .expect("ls")
+        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["existing.txt", "moved", "victim.txt"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    let st = std::fs::metadata(p("existing.txt")).expect("stat");
+    assert_eq!(
+        (st.mode() & 0o7777, st.uid(), st.gid(), st.mtime()),
+        (0o600, 1234, 5678, 1_600_000_000)
+    );
+    assert_eq!(std::fs::read(p("existing.txt")).expect("read"), b"01ab456789++");
+    assert_eq!(std::fs::read(p("victim.txt")).expect("read"), b"hello\0\0!");
+    assert_eq!(std::fs::read(p("moved/sub/deep.txt")).expect("read"), b"deep");
+    assert_eq!(std::fs::read(p("moved/top.txt")).expect("read"), b"top");
+    assert_eq!(
+        std::fs::read_link(p("moved/link")).expect("readlink").to_str(),
+        Some("../new.txt")
+    );
+    assert_eq!(
+        std::fs::metadata(p("moved/sub")).expect("stat dir").mode() & 0o7777,
+        0o700
+    );
+    assert!(keys_under(s, "w1/dir").is_empty(), "nothing left at the old name");
+    m.unmount();
+}
+
+#[test]
+fn append_to_a_100_mib_object() {
+    let s = server();
+    let big = pattern(100 << 20, 7);
+    s.put(
+        "data",
+        "w2/big.bin",
+        big.clone(),
+        &[("mode", "33188"), ("color", "blue")],
+    );
+    let m = Mount::start(s, "alice", "data:/w2", &writer_args(s)).expect("mount");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.join("big.bin"))
+        .expect("open append");
+    f.write_all(b"the end").expect("append");
+    close(f).unwrap_or_else(|e| panic!("close: {e}\n{}", m.log()));
+    m.unmount();
+    let (body, meta) = object(s, "w2/big.bin").expect("object");
+    assert_eq!(body.len(), big.len() + 7);
+    assert!(body[..big.len()] == big[..], "the first 100 MiB are unchanged");
+    assert_eq!(&body[big.len()..], b"the end");
+    assert_eq!(
+        meta.get("color").map(String::as_str),
+        Some("blue"),
+        "other metadata kept"
+    );
+}
+
+#[test]
+fn a_read_only_role_on_a_read_write_mount_gets_eacces() {
+    let s = server();
+    s.put("data", "w3/existing.txt", b"original".to_vec(), &[]);
+    let m = Mount::start(s, "alice", "data:/w3", &s.reader_args()).expect("mount");
+    let eacces = |r: std::io::Result<()>, what: &str| {
+        let e = r.expect_err(what);
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{what}: {e}");
+    };
+    let mut f = std::fs::File::create(m.join("new.txt")).expect("create is local until close");
+    f.write_all(b"x").expect("staged");
+    eacces(close(f), "close of a new file");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.join("existing.txt"))
+        .expect("open");
+    f.write_all(b"changed").expect("staged");
+    eacces(f.sync_all(), "fsync");
+    eacces(close(f), "close of an existing file");
+    eacces(std::fs::remove_file(m.join("existing.txt")), "unlink");
+    eacces(
+        std::fs::set_permissions(m.join("existing.txt"), std::fs::Permissions::from_mode(0o600)),
+        "chmod",
+    );
+    eacces(std::fs::create_dir(m.join("d")), "mkdir");
+    m.unmount();
+    assert_eq!(keys_under(s, "w3/"), vec!["w3/existing.txt".to_string()]);
+    assert_eq!(object(s, "w3/existing.txt").expect("object").0, b"original");
+}
