@@ -9,6 +9,7 @@ mod inode;
 mod ops;
 mod read;
 mod singleflight;
+mod stream;
 mod write;
 
 pub use attr::{Attr, Defaults, Kind};

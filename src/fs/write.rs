@@ -51,7 +51,7 @@ pub(super) struct Base {
 pub(super) struct Dirty {
     /// Where it will be uploaded.
     pub(super) key: String,
-    file: std::fs::File,
+    pub(super) file: std::fs::File,
     /// Current size.
     pub(super) size: u64,
     /// The object whose bytes `0..kept` are still current.
@@ -70,6 +70,12 @@ pub(super) struct Dirty {
     pub(super) unlinked: bool,
     /// Bytes counted against the staging limit.
     staged: u64,
+    /// Every write so far appended at the end (a stream may follow it).
+    pub(super) sequential: bool,
+    /// The upload following a sequential writer, if one is under way.
+    pub(super) stream: Option<super::stream::Stream>,
+    /// chmod, chown or utimens happened while the file was open.
+    pub(super) explicit_attrs: bool,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, FsError> {
@@ -160,6 +166,9 @@ impl<S: ObjectStore> Fs<S> {
             writers: 1,
             unlinked: false,
             staged: 0,
+            sequential: !exists,
+            stream: None,
+            explicit_attrs: false,
         };
         let d = Arc::new(tokio::sync::Mutex::new(dirty));
         // Another task may have started at the same time: keep the first.
@@ -215,6 +224,10 @@ impl<S: ObjectStore> Fs<S> {
         }
         let d = self.dirty_of(handle.ino).ok_or(FsError::BadHandle)?;
         let mut dirty = d.lock().await;
+        if offset != dirty.size && dirty.sequential {
+            dirty.sequential = false;
+            self.abandon_stream(&mut dirty);
+        }
         if offset < dirty.kept {
             self.materialize(handle.ino, &mut dirty, offset).await?;
         }
@@ -228,11 +241,17 @@ impl<S: ObjectStore> Fs<S> {
         dirty.attr.size = dirty.size;
         dirty.attr.mtime = SystemTime::now();
         dirty.changed = true;
+        if dirty.sequential && dirty.kept == 0 && !dirty.unlinked {
+            self.stream_parts(&mut dirty).await?;
+        }
         Ok(len)
     }
 
     /// Sets the size of a file being written.
     pub(super) async fn truncate_dirty(&self, dirty: &mut Dirty, size: u64) -> Result<(), FsError> {
+        // Emptying a file starts it afresh; any other size change ends a stream.
+        self.abandon_stream(dirty);
+        dirty.sequential = size == 0;
         if size < dirty.kept {
             dirty.kept = size;
         }
@@ -292,7 +311,7 @@ impl<S: ObjectStore> Fs<S> {
         Ok(Bytes::from(out))
     }
 
-    fn new_object(&self, dirty: &Dirty) -> NewObject {
+    pub(super) fn new_object(&self, dirty: &Dirty) -> NewObject {
         let mut metadata = dirty.extra.clone();
         let a = &dirty.attr;
         metadata.extend(attr::to_metadata(a.kind, a.perm, a.uid, a.gid, a.mtime));
@@ -323,10 +342,27 @@ impl<S: ObjectStore> Fs<S> {
     /// (server-side copies of the kept prefix, then staged data) go up in parallel. On any
     /// failure the upload is aborted and the previous object stays as it was.
     pub(super) async fn upload(self: &Arc<Self>, ino: u64, dirty: &mut Dirty) -> Result<(), FsError> {
+        if dirty.unlinked {
+            self.abandon_stream(dirty);
+        }
         if !dirty.changed || dirty.unlinked {
             return Ok(());
         }
         let key = dirty.key.clone();
+        if dirty.stream.is_some() {
+            if dirty.sequential && dirty.kept == 0 && dirty.stream.as_ref().is_some_and(|s| s.key() == key) {
+                let etag = self.finish_stream(dirty).await?;
+                dirty.changed = false;
+                dirty.explicit_attrs = false;
+                let attr = Attr {
+                    size: dirty.size,
+                    ..dirty.attr.clone()
+                };
+                self.uploaded(ino, &key, attr, etag);
+                return Ok(());
+            }
+            self.abandon_stream(dirty);
+        }
         // A kept prefix too small to be a part is brought over instead.
         if dirty.kept > 0 && dirty.kept < MIN_PART && dirty.size > dirty.kept {
             self.materialize(ino, dirty, 0).await?;

@@ -555,3 +555,46 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn sequential_writers_upload_parts_before_close() {
+    let store = Arc::new(MemStore::new());
+    let fs = fs_rw(store.clone());
+    let (_, fh) = fs.create(ROOT_INO, "stream", 0o644, 0, 0).await.unwrap();
+    let data: Vec<u8> = (0..16u32 << 20).map(|i| (i % 233) as u8).collect();
+    for (i, chunk) in data.chunks(1 << 20).enumerate() {
+        fs.write(fh, (i as u64) << 20, Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        store.counters.parts.load(Ordering::Relaxed) >= 2,
+        "parts went up while writing"
+    );
+    assert!(store.get("stream").is_none(), "but nothing is visible before close");
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await;
+    assert_eq!(&store.get("stream").unwrap().0[..], &data[..]);
+    assert_eq!(store.open_uploads(), 0);
+}
+
+#[tokio::test]
+async fn a_seek_back_during_a_stream_falls_back_to_the_staged_upload() {
+    let store = Arc::new(MemStore::new());
+    let fs = fs_rw(store.clone());
+    let (_, fh) = fs.create(ROOT_INO, "mixed", 0o644, 0, 0).await.unwrap();
+    let mut data: Vec<u8> = (0..12u32 << 20).map(|i| (i % 229) as u8).collect();
+    for (i, chunk) in data.chunks(1 << 20).enumerate() {
+        fs.write(fh, (i as u64) << 20, Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    fs.write(fh, 10, Bytes::from_static(b"HEADER")).await.unwrap();
+    data[10..16].copy_from_slice(b"HEADER");
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await;
+    assert_eq!(&store.get("mixed").unwrap().0[..], &data[..]);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(store.open_uploads(), 0, "the abandoned stream was aborted");
+}
