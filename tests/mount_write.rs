@@ -237,3 +237,61 @@ fn a_read_only_role_on_a_read_write_mount_gets_eacces() {
     assert_eq!(keys_under(s, "w3/"), vec!["w3/existing.txt".to_string()]);
     assert_eq!(object(s, "w3/existing.txt").expect("object").0, b"original");
 }
+
+/// Runs `argv` as uid/gid 2000 and returns whether it succeeded, with its stderr.
+fn as_other_user(argv: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=2000", "--regid=2000", "--clear-groups", "--"])
+        .args(argv)
+        .output()
+        .expect("setpriv (util-linux) runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn with_allow_other_the_kernel_enforces_modes_between_users() {
+    let s = server();
+    s.put(
+        "data",
+        "w4/private.txt",
+        b"mine".to_vec(),
+        &[("mode", "33152"), ("uid", "1000"), ("gid", "1000")],
+    );
+    s.put(
+        "data",
+        "w4/public.txt",
+        b"everyone".to_vec(),
+        &[("mode", "33188"), ("uid", "1000"), ("gid", "1000")],
+    );
+    let mut args = writer_args(s);
+    args.push("--allow-other".into());
+    let m = Mount::start(s, "alice", "data:/w4", &args).expect("mount");
+    let private = m.join("private.txt").display().to_string();
+    let public = m.join("public.txt").display().to_string();
+    let (ok, err) = as_other_user(&["cat", &public]);
+    assert!(ok, "a 0644 file is readable by others: {err}");
+    let (ok, err) = as_other_user(&["cat", &private]);
+    assert!(
+        !ok && err.contains("Permission denied"),
+        "a 0600 file of uid 1000 is not readable by uid 2000: {err}"
+    );
+    let (ok, _) = as_other_user(&["sh", "-c", &format!("echo x >> {public}")]);
+    assert!(!ok, "nor writable");
+    m.unmount();
+}
+
+#[test]
+fn statfs_answers_and_hard_links_are_refused() {
+    let s = server();
+    let m = Mount::start(s, "alice", "data:/w5", &writer_args(s)).expect("mount");
+    std::fs::write(m.join("a"), b"a").expect("write");
+    let err = std::fs::hard_link(m.join("a"), m.join("b")).expect_err("no hard links on S3");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let path = std::ffi::CString::new(m.path.display().to_string()).expect("path");
+    // SAFETY: path is a valid C string and st a writable statvfs.
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
+    assert!(st.f_bavail > 1 << 30 && st.f_ffree > 1 << 30, "large free counts");
+    assert_eq!(st.f_namemax, 255);
+    m.unmount();
+}
