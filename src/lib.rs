@@ -7,6 +7,7 @@ pub mod creds;
 pub mod daemon;
 pub mod fs;
 pub mod fuse;
+pub mod helper;
 pub mod logging;
 pub mod mount;
 pub mod mount_opts;

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    // Installed as /sbin/mount.s3role, the binary is mount(8)'s helper.
+    let name = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or_default();
+    if name.starts_with("mount.s3role") {
+        return s3role::helper::run(args);
+    }
     let cli = Cli::parse_from(s3role::mount_opts::expand_args(args));
     match cli.command {
         Command::Mount(args) => s3role::mount::run(args),

@@ -134,11 +134,10 @@ fn fuse_config(args: &MountArgs, source: &Source) -> fuser::Config {
     cfg
 }
 
-/// Runs `s3role mount`.
-pub fn run(args: MountArgs) -> ExitCode {
-    // Everything that can be checked without the network is checked before forking, so
-    // mistakes are reported straight to the terminal.
-    let prepared = parse_source(&args.source)
+/// Checks everything that can be checked without the network: the source, every
+/// credential input, the mount point and the staging directory.
+pub fn validate(args: &MountArgs) -> Result<(Source, PathBuf), String> {
+    parse_source(&args.source)
         .map_err(|e| e.to_string())
         .and_then(|s| {
             args.access
@@ -147,8 +146,13 @@ pub fn run(args: MountArgs) -> ExitCode {
                 .map_err(|e| e.to_string())
         })
         .and_then(|s| check_mountpoint(&args.mountpoint).map(|m| (s, m)))
-        .and_then(|p| check_staging(&args).map(|()| p));
-    let (source, mountpoint) = match prepared {
+        .and_then(|p| check_staging(args).map(|()| p))
+}
+
+/// Runs `s3role mount`.
+pub fn run(args: MountArgs) -> ExitCode {
+    // Mistakes are reported straight to the terminal, before forking.
+    let (source, mountpoint) = match validate(&args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("s3role: {e}");
