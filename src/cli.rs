@@ -21,6 +21,11 @@ pub enum Command {
     Mount(MountArgs),
     /// Walk the credential chain and the bucket access one step at a time and report each.
     Check(CheckArgs),
+    /// Show a live mount's source, role chain, session expiry, renewals, cache and uploads.
+    Status {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
 }
 
 /// Options of `s3role mount`.

@@ -14,18 +14,57 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::runtime::Handle;
 
+/// Name/value pairs describing the live mount, shown as `user.s3role.*` extended
+/// attributes of its root directory.
+pub type StatusSource = Arc<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
+
+/// Prefix of the status attributes.
+pub const STATUS_XATTR_PREFIX: &str = "user.s3role.";
+
 /// The fuser-facing side of a mount.
 pub struct FuseAdapter<S: ObjectStore> {
     fs: Arc<Fs<S>>,
     rt: Handle,
     ttl: Duration,
+    status: Option<StatusSource>,
 }
 
 impl<S: ObjectStore> FuseAdapter<S> {
     /// An adapter running the core's work on `rt`.
     pub fn new(fs: Arc<Fs<S>>, rt: Handle) -> Self {
         let ttl = fs.config().metadata_ttl;
-        FuseAdapter { fs, rt, ttl }
+        FuseAdapter {
+            fs,
+            rt,
+            ttl,
+            status: None,
+        }
+    }
+
+    /// Publishes the mount's status on its root directory.
+    pub fn with_status(mut self, status: StatusSource) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    fn status_pairs(&self, ino: INodeNo) -> Vec<(String, String)> {
+        match (&self.status, ino.0) {
+            (Some(s), crate::fs::ROOT_INO) => s()
+                .into_iter()
+                .map(|(k, v)| (format!("{STATUS_XATTR_PREFIX}{k}"), v))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn reply_sized(reply: fuser::ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if (size as usize) < data.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
     }
 }
 
@@ -416,6 +455,23 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
             s.name_max,
             s.block_size,
         );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: fuser::ReplyXattr) {
+        let name = name.to_string_lossy();
+        match self.status_pairs(ino).into_iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => reply_sized(reply, size, v.as_bytes()),
+            None => reply.error(Errno::NO_XATTR),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let mut names = Vec::new();
+        for (k, _) in self.status_pairs(ino) {
+            names.extend_from_slice(k.as_bytes());
+            names.push(0);
+        }
+        reply_sized(reply, size, &names);
     }
 
     fn create(

@@ -11,5 +11,6 @@ pub mod helper;
 pub mod logging;
 pub mod mount;
 pub mod mount_opts;
+pub mod status;
 pub mod store;
 pub mod timefmt;

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(s3role::mount_opts::expand_args(args));
     match cli.command {
         Command::Mount(args) => s3role::mount::run(args),
+        Command::Status { mountpoint } => s3role::status::run(&mountpoint),
         Command::Check(args) => {
             s3role::logging::init();
             s3role::check::run(args)

@@ -17,6 +17,7 @@ use std::time::Duration;
 /// Everything `connect` produces: a ready filesystem and the task renewing its session.
 struct Connected {
     fs: Arc<Fs<S3Store>>,
+    slot: Arc<crate::creds::CredentialSlot>,
 }
 
 fn check_mountpoint(path: &PathBuf) -> Result<PathBuf, String> {
@@ -69,6 +70,7 @@ async fn connect(args: &MountArgs, source: &Source) -> Result<Connected, String>
     let chain = Arc::new(Chain::new(cfg).await);
     let renewer = Renewer::start(chain.clone()).await.map_err(|e| e.to_string())?;
     let slot = renewer.slot();
+    let status_slot = slot.clone();
     let problem_slot = slot.clone();
     let problem: CredentialsProblem = Arc::new(move || problem_slot.problem());
     let location = S3Location {
@@ -109,6 +111,7 @@ async fn connect(args: &MountArgs, source: &Source) -> Result<Connected, String>
     };
     Ok(Connected {
         fs: Fs::new(Arc::new(store), fs_cfg),
+        slot: status_slot,
     })
 }
 
@@ -132,6 +135,74 @@ fn fuse_config(args: &MountArgs, source: &Source) -> fuser::Config {
     }
     cfg.n_threads = Some(2);
     cfg
+}
+
+/// On SIGTERM or SIGINT, detaches the mount. Files still open keep working until closed;
+/// when the last one is closed the kernel ends the session, and pending uploads finish
+/// before the process exits.
+async fn unmount_on_signal(mountpoint: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("signal received: unmounting once open files are closed and uploads are done");
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: path is a valid C string.
+    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
+        // Not root: fusermount3 may do it for the mounting user.
+        let status = tokio::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&mountpoint)
+            .status()
+            .await;
+        if !status.map(|s| s.success()).unwrap_or(false) {
+            tracing::error!("could not unmount {}", mountpoint.display());
+        }
+    }
+}
+
+/// What `s3role status` shows, read live from the renewal task and the filesystem.
+fn status_source(
+    args: &MountArgs,
+    source: &Source,
+    slot: Arc<crate::creds::CredentialSlot>,
+    fs: Arc<Fs<S3Store>>,
+) -> crate::fuse::StatusSource {
+    let what = format!("s3://{}/{}", source.bucket, source.prefix);
+    let endpoint = args.access.endpoint_url.clone().unwrap_or_else(|| "AWS".into());
+    Arc::new(move || {
+        let s = slot.status();
+        let time = |t: Option<std::time::SystemTime>| t.map(crate::timefmt::rfc3339).unwrap_or_else(|| "-".into());
+        let hits = fs.stats.cache.hits.load(std::sync::atomic::Ordering::Relaxed);
+        let misses = fs.stats.cache.misses.load(std::sync::atomic::Ordering::Relaxed);
+        let rate = if hits + misses == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.3}", hits as f64 / (hits + misses) as f64)
+        };
+        vec![
+            ("source".into(), what.clone()),
+            ("endpoint".into(), endpoint.clone()),
+            ("role_chain".into(), s.chain),
+            ("session_name".into(), s.session_name.unwrap_or_else(|| "-".into())),
+            ("expiry".into(), time(s.expiry)),
+            ("last_renewal".into(), time(s.last_renewal)),
+            ("renewals".into(), s.renewals.to_string()),
+            ("last_error".into(), s.last_error.unwrap_or_else(|| "-".into())),
+            ("cache_bytes".into(), fs.cached_bytes().to_string()),
+            ("cache_hit_rate".into(), rate),
+            ("uploads_in_flight".into(), fs.pending_files().to_string()),
+            ("staged_bytes".into(), fs.staged_bytes().to_string()),
+        ]
+    })
 }
 
 /// Checks everything that can be checked without the network: the source, every
@@ -189,8 +260,14 @@ pub fn run(args: MountArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let adapter = FuseAdapter::new(connected.fs, rt.handle().clone());
-    let mut session = match fuser::Session::new(adapter, &mountpoint, &fuse_config(&args, &source)) {
+    let fs = connected.fs.clone();
+    let adapter = FuseAdapter::new(connected.fs, rt.handle().clone()).with_status(status_source(
+        &args,
+        &source,
+        connected.slot,
+        fs.clone(),
+    ));
+    let session = match fuser::Session::new(adapter, &mountpoint, &fuse_config(&args, &source)) {
         Ok(s) => s,
         Err(e) => {
             readiness.fail(&format!("s3role: mounting on {} failed: {e}", mountpoint.display()));
@@ -199,21 +276,10 @@ pub fn run(args: MountArgs) -> ExitCode {
     };
     tracing::info!(source = %args.source, mountpoint = %mountpoint.display(), "mounted");
     readiness.ready();
-    let mut unmounter = session.unmount_callable();
-    rt.spawn(async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("signal received, unmounting");
-        if let Err(e) = unmounter.unmount() {
-            tracing::error!("unmount failed: {e}");
-        }
-    });
+    rt.spawn(unmount_on_signal(mountpoint.clone()));
     let result = session.run();
+    // The kernel has let go: upload whatever is still pending before exiting.
+    rt.block_on(fs.finish_all());
     tracing::info!("unmounted");
     rt.shutdown_timeout(Duration::from_secs(5));
     match result {

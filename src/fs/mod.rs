@@ -780,6 +780,30 @@ impl<S: ObjectStore> Fs<S> {
         }
     }
 
+    /// Files with changes not yet uploaded, and files open for writing.
+    pub fn pending_files(&self) -> usize {
+        lock(&self.dirty).len()
+    }
+
+    /// Uploads every file that still has changes, as a last close would: used when the
+    /// daemon stops, so nothing written is lost.
+    pub async fn finish_all(self: &Arc<Self>) {
+        let all: Vec<(u64, Arc<tokio::sync::Mutex<write::Dirty>>)> =
+            lock(&self.dirty).iter().map(|(i, d)| (*i, d.clone())).collect();
+        if !all.is_empty() {
+            tracing::info!("uploading {} files before exiting", all.len());
+        }
+        for (ino, d) in all {
+            let mut dirty = d.lock().await;
+            if let Err(e) = self.upload(ino, &mut dirty).await {
+                tracing::error!(key = %dirty.key, "could not upload before exiting; the changes are lost: {e}");
+            }
+            self.unreserve(&mut dirty);
+            drop(dirty);
+            lock(&self.dirty).remove(&ino);
+        }
+    }
+
     /// Bytes held in staging files now.
     pub fn staged_bytes(&self) -> u64 {
         self.staged.load(Ordering::Relaxed)
