@@ -42,6 +42,9 @@ pub struct MountArgs {
     /// Stay in the foreground instead of returning once the mount is live.
     #[arg(short = 'f', long)]
     pub foreground: bool,
+    /// Log to this file instead of syslog once detached (reopened on SIGHUP, for logrotate).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
 }
 
 /// Options of `s3role check`.

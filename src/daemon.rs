@@ -96,7 +96,7 @@ impl Readiness {
         if let Some(mut p) = self.pipe.take() {
             let _ = p.write_all(b"OK");
             drop(p);
-            crate::logging::switch_to_syslog();
+            crate::logging::switch_to_syslog(); // unless a log file was chosen
             detach_stdio();
         }
     }

@@ -242,6 +242,12 @@ pub fn run(args: MountArgs) -> ExitCode {
         }
     };
     crate::logging::init();
+    if let Some(path) = &args.log_file {
+        if let Err(e) = crate::logging::use_log_file(path) {
+            readiness.fail(&format!("s3role: --log-file {}: {e}", path.display()));
+            return ExitCode::FAILURE;
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("s3role")
@@ -277,6 +283,15 @@ pub fn run(args: MountArgs) -> ExitCode {
     tracing::info!(source = %args.source, mountpoint = %mountpoint.display(), "mounted");
     readiness.ready();
     rt.spawn(unmount_on_signal(mountpoint.clone()));
+    rt.spawn(async {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            crate::logging::reopen_log_file();
+            tracing::info!("log file reopened");
+        }
+    });
     let result = session.run();
     // The kernel has let go: upload whatever is still pending before exiting.
     rt.block_on(fs.finish_all());

@@ -122,3 +122,66 @@ fn sigterm_during_a_large_write_finishes_the_upload_before_exiting() {
         data.len()
     );
 }
+
+/// Process ids whose command line mentions `needle`.
+fn pids_mentioning(needle: &str) -> Vec<libc::pid_t> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| {
+            let pid: libc::pid_t = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmd).contains(needle).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_daemon_logs_to_its_file_reopens_it_on_sighup_and_exits_on_umount() {
+    let s = Server::start(&[]);
+    s.put("data", "lg/f", b"x".to_vec(), &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mnt, log) = (dir.path().join("mnt"), dir.path().join("s3role.log"));
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let mut args: Vec<String> = vec![
+        "mount".into(),
+        "data:/lg".into(),
+        mnt.display().to_string(),
+        "--log-file".into(),
+        log.display().to_string(),
+    ];
+    args.extend(s.endpoint_args());
+    args.extend(s.reader_args());
+    let out = common::run_s3role(&s, "alice", &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(is_mounted(&mnt), "mounted when s3role returns");
+    assert_eq!(std::fs::read(mnt.join("f")).expect("read"), b"x");
+    let text = std::fs::read_to_string(&log).expect("log file");
+    assert!(
+        text.contains("mounted") && text.contains("role session assumed"),
+        "{text}"
+    );
+    assert!(!text.contains(&s.world.keys("alice").1), "no secret in the log");
+
+    let pids = pids_mentioning(&mnt.display().to_string());
+    assert_eq!(pids.len(), 1, "one daemon: {pids:?}");
+    std::fs::rename(&log, dir.path().join("s3role.log.1")).expect("rotate");
+    // SAFETY: signalling the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pids[0], libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("log file reopened")
+    {
+        assert!(Instant::now() < deadline, "no new log file after SIGHUP");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = std::process::Command::new("umount").arg(&mnt).status().expect("umount");
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids_mentioning(&mnt.display().to_string()).is_empty() {
+        assert!(Instant::now() < deadline, "the daemon did not exit after umount");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(std::fs::read_to_string(&log).expect("log").contains("unmounted"));
+}
