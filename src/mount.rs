@@ -242,11 +242,11 @@ pub fn run(args: MountArgs) -> ExitCode {
         }
     };
     crate::logging::init();
-    if let Some(path) = &args.log_file {
-        if let Err(e) = crate::logging::use_log_file(path) {
-            readiness.fail(&format!("s3role: --log-file {}: {e}", path.display()));
-            return ExitCode::FAILURE;
-        }
+    if let Some(path) = &args.log_file
+        && let Err(e) = crate::logging::use_log_file(path)
+    {
+        readiness.fail(&format!("s3role: --log-file {}: {e}", path.display()));
+        return ExitCode::FAILURE;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
