@@ -26,6 +26,12 @@ pub enum Command {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Write man pages and shell completions into DIR (used to build packages).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 /// Options of `s3role mount`.

@@ -42,6 +42,11 @@ struct HelperArgs {
     fstype: Option<String>,
 }
 
+/// The helper's command-line definition (for its man page).
+pub fn command() -> clap::Command {
+    HelperArgs::command()
+}
+
 /// Long option names `s3role mount` knows, for sloppy mode.
 fn known_options() -> Vec<String> {
     let cmd = Cli::command();

@@ -5,6 +5,7 @@ pub mod check;
 pub mod cli;
 pub mod creds;
 pub mod daemon;
+pub mod docs;
 pub mod fs;
 pub mod fuse;
 pub mod helper;

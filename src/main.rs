@@ -15,6 +15,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Mount(args) => s3role::mount::run(args),
         Command::Status { mountpoint } => s3role::status::run(&mountpoint),
+        Command::GenerateDocs { dir } => match s3role::docs::generate(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("s3role: {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::Check(args) => {
             s3role::logging::init();
             s3role::check::run(args)

@@ -1,0 +1,91 @@
+//! Man pages and shell completions, generated from the command-line definitions so they
+//! never disagree with the program. Used by `packaging/build-deb.sh` through the hidden
+//! `s3role generate-docs DIR` command.
+
+use crate::cli::Cli;
+use clap::CommandFactory;
+use std::io::Write;
+use std::path::Path;
+
+const FSTAB_EXAMPLES: &str = r#".SH EXAMPLES
+An EC2 host whose instance profile assumes a role in another account, with the external ID
+that account gave:
+.PP
+.nf
+analytics\-bucket:/raw /data s3role _netdev,nofail,allow_other,role_arn=arn:aws:iam::444455556666:role/Reader,external_id=7f3c2a9e,region=eu\-west\-1 0 0
+.fi
+.PP
+A prefix mounted read\-only, with a session policy from a file:
+.PP
+.nf
+logs:/app /srv/logs s3role _netdev,ro,role_arn=arn:aws:iam::111122223333:role/LogReader,session_policy=@/etc/s3role/logs\-policy.json 0 0
+.fi
+.PP
+Mounted on first access by systemd:
+.PP
+.nf
+datasets:/ /mnt/datasets s3role _netdev,noauto,x\-systemd.automount,x\-systemd.idle\-timeout=600,role_arn=arn:aws:iam::111122223333:role/Data 0 0
+.fi
+.PP
+mount(8) runs /sbin/mount.s3role for these lines. Every \fBs3role mount\fR option is written
+\fIname\fR=\fIvalue\fR or \fIname\fR, with \- or _ in names; a comma inside a value is
+written \e, or the value is read from a file with @. Options of mount(8) and systemd
+(_netdev, nofail, auto, noauto, user, users, nouser, defaults, rw, dev, nodev, suid, nosuid,
+exec, noexec, x\-*, comment=*) are accepted and ignored; ro is \-\-read\-only.
+.SH STATUS
+\fBs3role status\fR \fIDIR\fR shows a live mount's role chain, session expiry, renewals,
+cache and uploads. It reads the extended attributes user.s3role.* of the mount's root,
+which any user who can see the mount may read with getfattr(1) as well.
+.SH SEE ALSO
+mount(8), fstab(5), fusermount3(1)
+"#;
+
+fn write_page(dir: &Path, name: &str, section: &str, cmd: clap::Command, extra: &str) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).section(section).render(&mut out)?;
+    out.write_all(extra.as_bytes())?;
+    std::fs::write(dir.join(format!("{name}.{section}")), out)
+}
+
+/// Writes `man/` (s3role.1, s3role-mount.1, s3role-check.1, s3role-status.1,
+/// mount.s3role.8) and `completions/` (bash, zsh, fish) under `dir`.
+pub fn generate(dir: &Path) -> std::io::Result<()> {
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    let cmd = Cli::command();
+    write_page(&man, "s3role", "1", cmd.clone(), FSTAB_EXAMPLES)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("s3role-{}", sub.get_name());
+        let page = sub.clone().name(name.clone());
+        let extra = if sub.get_name() == "mount" { FSTAB_EXAMPLES } else { "" };
+        write_page(&man, &name, "1", page, extra)?;
+    }
+    write_page(&man, "mount.s3role", "8", crate::helper::command(), FSTAB_EXAMPLES)?;
+    let mut cmd = Cli::command();
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd, "s3role", &completions)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pages_and_completions_are_generated() {
+        let dir = tempfile::tempdir().unwrap();
+        super::generate(dir.path()).unwrap();
+        let page = std::fs::read_to_string(dir.path().join("man/s3role-mount.1")).unwrap();
+        assert!(
+            page.contains("role\\-arn") && page.contains("x\\-systemd.automount"),
+            "{page}"
+        );
+        assert!(dir.path().join("man/mount.s3role.8").exists());
+        assert!(dir.path().join("completions/s3role.bash").exists());
+    }
+}
