@@ -72,26 +72,34 @@ fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-fn file_attr(a: &Attr) -> FileAttr {
-    let kind = match a.kind {
+fn file_type(kind: Kind) -> FileType {
+    match kind {
         Kind::File => FileType::RegularFile,
         Kind::Dir => FileType::Directory,
         Kind::Symlink => FileType::Symlink,
-    };
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let kind = file_type(a.kind);
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
-        ctime: a.mtime,
+        ctime: a.ctime,
         crtime: a.mtime,
         kind,
         perm: a.perm,
         nlink: if a.kind == Kind::Dir { 2 } else { 1 },
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -149,7 +157,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -159,16 +167,17 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mtime = mtime.map(|t| match t {
+        let when = |t: TimeOrNow| match t {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
-        });
+        };
         let set = SetAttr {
             mode,
             uid,
             gid,
             size,
-            mtime,
+            mtime: mtime.map(when),
+            atime: atime.map(when),
         };
         let (fs, ttl) = (self.fs.clone(), self.ttl);
         self.rt.spawn(async move {
@@ -189,24 +198,27 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         });
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        _rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        // Only regular files can be objects; devices, FIFOs and sockets cannot.
-        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
-            return reply.error(Errno::EPERM);
-        }
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let Some(name) = name_of(name) else {
             return reply.error(Errno::EINVAL);
         };
         let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
+        let kind = Kind::of_mode(mode);
+        if !matches!(kind, None | Some(Kind::File)) {
+            let (Some(kind), perm) = (kind, ((mode & !umask) & 0o7777) as u16) else {
+                return reply.error(Errno::EINVAL);
+            };
+            if kind == Kind::Dir || kind == Kind::Symlink {
+                return reply.error(Errno::EINVAL);
+            }
+            self.rt.spawn(async move {
+                match fs.mknod(parent.0, &name, kind, perm, rdev, uid, gid).await {
+                    Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            });
+            return;
+        }
         self.rt.spawn(async move {
             match fs.create(parent.0, &name, mode & !umask, uid, gid).await {
                 Ok((a, fh)) => {
@@ -423,12 +435,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
                     name,
                 } in items
                 {
-                    let kind = match kind {
-                        Kind::File => FileType::RegularFile,
-                        Kind::Dir => FileType::Directory,
-                        Kind::Symlink => FileType::Symlink,
-                    };
-                    if reply.add(INodeNo(ino), next_offset, kind, &name) {
+                    if reply.add(INodeNo(ino), next_offset, file_type(kind), &name) {
                         break;
                     }
                 }

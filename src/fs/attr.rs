@@ -12,6 +12,14 @@ pub const S_IFREG: u32 = 0o100000;
 pub const S_IFDIR: u32 = 0o040000;
 /// Symbolic link.
 pub const S_IFLNK: u32 = 0o120000;
+/// Named pipe.
+pub const S_IFIFO: u32 = 0o010000;
+/// Unix socket.
+pub const S_IFSOCK: u32 = 0o140000;
+/// Character device.
+pub const S_IFCHR: u32 = 0o020000;
+/// Block device.
+pub const S_IFBLK: u32 = 0o060000;
 
 /// The kinds of inode the filesystem shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,6 +30,43 @@ pub enum Kind {
     Dir,
     /// A symbolic link: an object whose body is the target and whose mode says `S_IFLNK`.
     Symlink,
+    /// A named pipe, an empty object whose mode says `S_IFIFO` (the kernel does the rest).
+    Fifo,
+    /// A Unix socket, likewise with `S_IFSOCK`.
+    Socket,
+    /// A character device (`S_IFCHR`, with `x-amz-meta-rdev`); mounts are nodev.
+    CharDevice,
+    /// A block device (`S_IFBLK`, with `x-amz-meta-rdev`); mounts are nodev.
+    BlockDevice,
+}
+
+impl Kind {
+    /// The `S_IFMT` bits of this kind.
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            Kind::File => S_IFREG,
+            Kind::Dir => S_IFDIR,
+            Kind::Symlink => S_IFLNK,
+            Kind::Fifo => S_IFIFO,
+            Kind::Socket => S_IFSOCK,
+            Kind::CharDevice => S_IFCHR,
+            Kind::BlockDevice => S_IFBLK,
+        }
+    }
+
+    /// The kind of an `st_mode`, if it is one s3role keeps.
+    pub fn of_mode(mode: u32) -> Option<Kind> {
+        match mode & S_IFMT {
+            S_IFREG => Some(Kind::File),
+            S_IFDIR => Some(Kind::Dir),
+            S_IFLNK => Some(Kind::Symlink),
+            S_IFIFO => Some(Kind::Fifo),
+            S_IFSOCK => Some(Kind::Socket),
+            S_IFCHR => Some(Kind::CharDevice),
+            S_IFBLK => Some(Kind::BlockDevice),
+            _ => None,
+        }
+    }
 }
 
 /// Attributes of one inode, as the kernel will see them.
@@ -41,6 +86,30 @@ pub struct Attr {
     pub gid: u32,
     /// Modification time.
     pub mtime: SystemTime,
+    /// Access time (set by utimens; reads do not change it: mounts are noatime).
+    pub atime: SystemTime,
+    /// Status change time.
+    pub ctime: SystemTime,
+    /// Device number of a device file.
+    pub rdev: u32,
+}
+
+impl Attr {
+    /// Attributes of something new: all three times `mtime`, no device number, no inode yet.
+    pub fn new(kind: Kind, size: u64, perm: u16, uid: u32, gid: u32, mtime: SystemTime) -> Attr {
+        Attr {
+            ino: 0,
+            kind,
+            size,
+            perm,
+            uid,
+            gid,
+            mtime,
+            atime: mtime,
+            ctime: mtime,
+            rdev: 0,
+        }
+    }
 }
 
 /// Mount-wide attributes for objects that carry none.
@@ -82,6 +151,12 @@ pub struct Posix {
     pub gid: Option<u32>,
     /// Modification time.
     pub mtime: Option<SystemTime>,
+    /// Access time.
+    pub atime: Option<SystemTime>,
+    /// Status change time.
+    pub ctime: Option<SystemTime>,
+    /// Device number.
+    pub rdev: Option<u32>,
 }
 
 /// Parses a mode as s3fs writes it (decimal `st_mode`), also accepting octal with a leading 0.
@@ -127,12 +202,7 @@ pub fn format_time(t: SystemTime) -> String {
 }
 
 fn kind_of_mode(mode: u32) -> Option<Kind> {
-    match mode & S_IFMT {
-        S_IFREG => Some(Kind::File),
-        S_IFDIR => Some(Kind::Dir),
-        S_IFLNK => Some(Kind::Symlink),
-        _ => None,
-    }
+    Kind::of_mode(mode)
 }
 
 /// Reads the POSIX attributes from object metadata: the s3fs keys first, then the keys AWS
@@ -156,21 +226,34 @@ pub fn parse_metadata(m: &Metadata) -> Posix {
             .get("mtime")
             .or_else(|| m.get("file-mtime"))
             .and_then(|v| parse_time(v)),
+        atime: m
+            .get("atime")
+            .or_else(|| m.get("file-atime"))
+            .and_then(|v| parse_time(v)),
+        ctime: m
+            .get("ctime")
+            .or_else(|| m.get("file-ctime"))
+            .and_then(|v| parse_time(v)),
+        rdev: m.get("rdev").and_then(|v| v.trim().parse().ok()),
     }
 }
 
-/// The metadata s3role writes on every object it creates, in s3fs's format.
-pub fn to_metadata(kind: Kind, perm: u16, uid: u32, gid: u32, mtime: SystemTime) -> Metadata {
-    let ty = match kind {
-        Kind::File => S_IFREG,
-        Kind::Dir => S_IFDIR,
-        Kind::Symlink => S_IFLNK,
-    };
+/// The metadata s3role writes on every object it creates, in s3fs's format: mode, uid,
+/// gid, mtime, and (as s3fs does) atime and ctime; rdev for devices.
+pub fn to_metadata(a: &Attr) -> Metadata {
     let mut m = Metadata::new();
-    m.insert("mode".into(), (ty | u32::from(perm & 0o7777)).to_string());
-    m.insert("uid".into(), uid.to_string());
-    m.insert("gid".into(), gid.to_string());
-    m.insert("mtime".into(), format_time(mtime));
+    m.insert(
+        "mode".into(),
+        (a.kind.mode_bits() | u32::from(a.perm & 0o7777)).to_string(),
+    );
+    m.insert("uid".into(), a.uid.to_string());
+    m.insert("gid".into(), a.gid.to_string());
+    m.insert("mtime".into(), format_time(a.mtime));
+    m.insert("atime".into(), format_time(a.atime));
+    m.insert("ctime".into(), format_time(a.ctime));
+    if a.rdev != 0 {
+        m.insert("rdev".into(), a.rdev.to_string());
+    }
     m
 }
 
@@ -222,18 +305,29 @@ mod tests {
     #[test]
     fn written_metadata_reads_back() {
         let t = parse_time("1700000000.123").unwrap();
-        let m = to_metadata(Kind::Symlink, 0o777, 5, 6, t);
+        let m = to_metadata(&Attr::new(Kind::Symlink, 3, 0o777, 5, 6, t));
         assert_eq!(m.get("mode").map(String::as_str), Some("41471"));
         let p = parse_metadata(&m);
+        let want = Posix {
+            kind: Some(Kind::Symlink),
+            perm: Some(0o777),
+            uid: Some(5),
+            gid: Some(6),
+            mtime: Some(t),
+            atime: Some(t),
+            ctime: Some(t),
+            rdev: None,
+        };
+        assert_eq!(p, want);
+        let dev = Attr {
+            rdev: 0x0801,
+            ..Attr::new(Kind::BlockDevice, 0, 0o660, 0, 6, t)
+        };
+        let p = parse_metadata(&to_metadata(&dev));
+        assert_eq!((p.kind, p.rdev), (Some(Kind::BlockDevice), Some(0x0801)));
         assert_eq!(
-            p,
-            Posix {
-                kind: Some(Kind::Symlink),
-                perm: Some(0o777),
-                uid: Some(5),
-                gid: Some(6),
-                mtime: Some(t)
-            }
+            parse_metadata(&to_metadata(&Attr::new(Kind::Fifo, 0, 0o644, 0, 0, t))).kind,
+            Some(Kind::Fifo)
         );
     }
 

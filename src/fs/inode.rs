@@ -35,6 +35,23 @@ pub struct Inode {
     pub stat: Option<Stat>,
     /// ETag seen by the last open, to let the kernel keep its page cache when unchanged.
     pub opened_etag: Option<String>,
+    /// Times changed here and not stored in S3: a directory's mtime and ctime when entries
+    /// come and go, a renamed file's ctime. They win over older stored times.
+    pub local_mtime: Option<std::time::SystemTime>,
+    /// See `local_mtime`.
+    pub local_ctime: Option<std::time::SystemTime>,
+}
+
+impl Inode {
+    /// Applies the times changed locally to attributes read from S3.
+    pub fn overlay(&self, attr: &mut Attr) {
+        if let Some(t) = self.local_mtime {
+            attr.mtime = attr.mtime.max(t);
+        }
+        if let Some(t) = self.local_ctime {
+            attr.ctime = attr.ctime.max(t);
+        }
+    }
 }
 
 /// All inodes, by number and by path.
@@ -56,6 +73,8 @@ impl InodeTable {
             lookups: 1,
             stat: None,
             opened_etag: None,
+            local_mtime: None,
+            local_ctime: None,
         };
         InodeTable {
             by_ino: HashMap::from([(ROOT_INO, root)]),
@@ -79,12 +98,15 @@ impl InodeTable {
         self.by_path.get(path).and_then(|i| self.by_ino.get(i))
     }
 
-    /// The inode for `path`, created if new. A path whose type changed (a file replaced by
-    /// a directory) gets a fresh number; the old one lives on until the kernel forgets it.
+    /// The inode for `path`, created if new. A path that turned from a directory into
+    /// something else (or back) gets a fresh number; the old one lives on until the kernel
+    /// forgets it. Other kinds share the number (a listing cannot tell a symlink from a file).
     pub fn upsert(&mut self, parent: u64, path: &str, kind: Kind) -> u64 {
         if let Some(&ino) = self.by_path.get(path)
-            && self.by_ino.get(&ino).is_some_and(|i| i.kind == kind)
+            && let Some(node) = self.by_ino.get_mut(&ino)
+            && (node.kind == Kind::Dir) == (kind == Kind::Dir)
         {
+            node.kind = kind;
             return ino;
         }
         let ino = self.next;
@@ -99,6 +121,8 @@ impl InodeTable {
                 lookups: 0,
                 stat: None,
                 opened_etag: None,
+                local_mtime: None,
+                local_ctime: None,
             },
         );
         self.by_path.insert(path.to_owned(), ino);

@@ -277,6 +277,7 @@ impl<S: ObjectStore> Fs<S> {
             (k, None) => k,
         };
         let d = self.cfg.defaults;
+        let mtime = posix.mtime.unwrap_or(info.last_modified);
         Attr {
             ino: 0,
             kind,
@@ -286,21 +287,16 @@ impl<S: ObjectStore> Fs<S> {
                 .unwrap_or(if kind == Kind::Dir { d.dir_mode } else { d.file_mode }),
             uid: posix.uid.unwrap_or(d.uid),
             gid: posix.gid.unwrap_or(d.gid),
-            mtime: posix.mtime.unwrap_or(info.last_modified),
+            mtime,
+            atime: posix.atime.unwrap_or(mtime),
+            ctime: posix.ctime.unwrap_or(mtime),
+            rdev: posix.rdev.unwrap_or(0),
         }
     }
 
     fn default_dir_attr(&self) -> Attr {
         let d = self.cfg.defaults;
-        Attr {
-            ino: 0,
-            kind: Kind::Dir,
-            size: 0,
-            perm: d.dir_mode,
-            uid: d.uid,
-            gid: d.gid,
-            mtime: self.mounted_at,
-        }
+        Attr::new(Kind::Dir, 0, d.dir_mode, d.uid, d.gid, self.mounted_at)
     }
 
     /// Attributes of the directory at `path`: from its marker object's metadata, or the
@@ -411,8 +407,9 @@ impl<S: ObjectStore> Fs<S> {
     fn remember(&self, parent: u64, path: &str, attr: Attr, etag: String, lookup: bool) -> Attr {
         let mut inodes = lock(&self.inodes);
         let ino = inodes.upsert(parent, path, attr.kind);
-        let attr = Attr { ino, ..attr };
+        let mut attr = Attr { ino, ..attr };
         if let Some(i) = inodes.get_mut(ino) {
+            i.overlay(&mut attr);
             i.stat = Some(Stat {
                 attr: attr.clone(),
                 etag,
@@ -472,8 +469,9 @@ impl<S: ObjectStore> Fs<S> {
         };
         match resolved {
             Some((attr, etag)) if attr.kind == node.kind || (node.kind == Kind::File && attr.kind == Kind::Symlink) => {
-                let attr = Attr { ino, ..attr };
+                let mut attr = Attr { ino, ..attr };
                 if let Some(i) = lock(&self.inodes).get_mut(ino) {
+                    i.overlay(&mut attr);
                     i.kind = attr.kind;
                     i.stat = Some(Stat {
                         attr: attr.clone(),
@@ -517,9 +515,9 @@ impl<S: ObjectStore> Fs<S> {
             let mut inodes = lock(&self.inodes);
             for (i, e) in listing.entries.iter().enumerate() {
                 let path = join(&node.path, &e.name);
-                // A symlink lists as a file; keep the type already learned from metadata.
+                // Symlinks and special files list as files; keep the type learned from metadata.
                 let kind = match inodes.by_path(&path) {
-                    Some(known) if known.kind == Kind::Symlink && e.kind == Kind::File => Kind::Symlink,
+                    Some(known) if known.kind != Kind::Dir && e.kind == Kind::File => known.kind,
                     _ => e.kind,
                 };
                 let child = inodes.upsert(ino, &path, kind);
@@ -582,8 +580,9 @@ impl<S: ObjectStore> Fs<S> {
         let attr = self.getattr(ino).await?;
         match attr.kind {
             Kind::Dir => return Err(FsError::IsDir),
-            Kind::Symlink => return Err(FsError::Invalid),
             Kind::File => {}
+            // The kernel opens FIFOs and sockets itself, and devices not at all (nodev).
+            _ => return Err(FsError::Invalid),
         }
         let (path, etag, keep) = {
             let mut inodes = lock(&self.inodes);
@@ -626,18 +625,11 @@ impl<S: ObjectStore> Fs<S> {
         if self.resolve(&dir.path, &path).await?.is_some() {
             return Err(FsError::Exists);
         }
-        let attr = Attr {
-            ino: 0,
-            kind: Kind::File,
-            size: 0,
-            perm: (mode & 0o7777) as u16,
-            uid,
-            gid,
-            mtime: SystemTime::now(),
-        };
+        let attr = Attr::new(Kind::File, 0, (mode & 0o7777) as u16, uid, gid, SystemTime::now());
         let attr = self.remember(parent, &path, attr, String::new(), true);
         let key = self.key_of(&path);
         self.begin_write(attr.ino, &attr, &key, false).await?;
+        self.touch(parent, true);
         let file = OpenFile::new(attr.ino, key, String::new(), 0).writable();
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         lock(&self.files).insert(fh, Arc::new(file));
@@ -705,6 +697,25 @@ impl<S: ObjectStore> Fs<S> {
             });
         }
         self.forget_key(key);
+    }
+
+    /// Marks directory `ino` (or file) as changed now: its mtime (for a directory whose
+    /// entries changed) and ctime. Kept in memory: a marker rewrite per entry would cost a
+    /// request for every create and unlink.
+    pub(super) fn touch(&self, ino: u64, mtime_too: bool) {
+        let now = SystemTime::now();
+        if let Some(node) = lock(&self.inodes).get_mut(ino) {
+            node.local_ctime = Some(now);
+            if mtime_too {
+                node.local_mtime = Some(now);
+            }
+            if let Some(stat) = node.stat.as_mut() {
+                stat.attr.ctime = now;
+                if mtime_too {
+                    stat.attr.mtime = now;
+                }
+            }
+        }
     }
 
     /// Drops what is cached about `key` and the listing of its directory.

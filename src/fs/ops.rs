@@ -22,6 +22,8 @@ pub struct SetAttr {
     pub size: Option<u64>,
     /// New modification time.
     pub mtime: Option<SystemTime>,
+    /// New access time.
+    pub atime: Option<SystemTime>,
 }
 
 impl SetAttr {
@@ -38,10 +40,16 @@ impl SetAttr {
         if let Some(t) = self.mtime {
             a.mtime = t;
         }
+        if let Some(t) = self.atime {
+            a.atime = t;
+        }
+        if *self != SetAttr::default() {
+            a.ctime = SystemTime::now();
+        }
     }
 
     fn changes_metadata(&self) -> bool {
-        self.mode.is_some() || self.uid.is_some() || self.gid.is_some() || self.mtime.is_some()
+        self.mode.is_some() || self.uid.is_some() || self.gid.is_some() || self.mtime.is_some() || self.atime.is_some()
     }
 }
 
@@ -59,23 +67,16 @@ impl<S: ObjectStore> Fs<S> {
         if self.resolve(&dir.path, &path).await?.is_some() {
             return Err(FsError::Exists);
         }
-        let attr = Attr {
-            ino: 0,
-            kind: Kind::Dir,
-            size: 0,
-            perm: (mode & 0o7777) as u16,
-            uid,
-            gid,
-            mtime: SystemTime::now(),
-        };
+        let attr = Attr::new(Kind::Dir, 0, (mode & 0o7777) as u16, uid, gid, SystemTime::now());
         let marker = self.dir_prefix(&path);
         let new = NewObject {
-            metadata: attr::to_metadata(Kind::Dir, attr.perm, uid, gid, attr.mtime),
+            metadata: attr::to_metadata(&attr),
             content_type: None,
         };
         let etag = self.store.put(&marker, Bytes::new(), &new).await?;
         self.forget_key(&marker);
         lock(&self.listings).remove(&marker);
+        self.touch(parent, true);
         Ok(self.remember(parent, &path, attr, etag, true))
     }
 
@@ -112,6 +113,7 @@ impl<S: ObjectStore> Fs<S> {
         self.forget_key(&marker);
         lock(&self.listings).remove(&marker);
         lock(&self.inodes).detach(&path);
+        self.touch(parent, true);
         Ok(())
     }
 
@@ -129,7 +131,11 @@ impl<S: ObjectStore> Fs<S> {
             d.lock().await.unlinked = true;
         }
         self.forget_key(&key);
+        if let Some(i) = ino {
+            self.touch(i, false);
+        }
         lock(&self.inodes).detach(&path);
+        self.touch(parent, true);
         Ok(())
     }
 
@@ -147,18 +153,10 @@ impl<S: ObjectStore> Fs<S> {
         if self.resolve(&dir.path, &path).await?.is_some() {
             return Err(FsError::Exists);
         }
-        let attr = Attr {
-            ino: 0,
-            kind: Kind::Symlink,
-            size: target.len() as u64,
-            perm: 0o777,
-            uid,
-            gid,
-            mtime: SystemTime::now(),
-        };
+        let attr = Attr::new(Kind::Symlink, target.len() as u64, 0o777, uid, gid, SystemTime::now());
         let key = self.key_of(&path);
         let new = NewObject {
-            metadata: attr::to_metadata(Kind::Symlink, 0o777, uid, gid, attr.mtime),
+            metadata: attr::to_metadata(&attr),
             content_type: None,
         };
         let etag = self
@@ -166,6 +164,38 @@ impl<S: ObjectStore> Fs<S> {
             .put(&key, Bytes::copy_from_slice(target.as_bytes()), &new)
             .await?;
         self.forget_key(&key);
+        self.touch(parent, true);
+        Ok(self.remember(parent, &path, attr, etag, true))
+    }
+
+    /// Creates a named pipe, socket or device node: an empty object whose mode carries the
+    /// type (and `x-amz-meta-rdev` the device number), as s3fs stores them.
+    pub async fn mknod(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &str,
+        kind: Kind,
+        perm: u16,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr, FsError> {
+        let (dir, path) = self.child_path(parent, name)?;
+        if self.resolve(&dir.path, &path).await?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let attr = Attr {
+            rdev,
+            ..Attr::new(kind, 0, perm, uid, gid, SystemTime::now())
+        };
+        let key = self.key_of(&path);
+        let new = NewObject {
+            metadata: attr::to_metadata(&attr),
+            content_type: None,
+        };
+        let etag = self.store.put(&key, Bytes::new(), &new).await?;
+        self.forget_key(&key);
+        self.touch(parent, true);
         Ok(self.remember(parent, &path, attr, etag, true))
     }
 
@@ -269,6 +299,12 @@ impl<S: ObjectStore> Fs<S> {
             self.forget_key(&dst_key);
         }
         lock(&self.inodes).rename(&src, &dst, newparent);
+        let moved = lock(&self.inodes).by_path(&dst).map(|i| i.ino);
+        if let Some(moved) = moved {
+            self.touch(moved, false);
+        }
+        self.touch(parent, true);
+        self.touch(newparent, true);
         Ok(())
     }
 
@@ -378,7 +414,7 @@ impl<S: ObjectStore> Fs<S> {
             Err(StoreError::NotFound { .. }) => Default::default(),
             Err(e) => return Err(e.into()),
         };
-        metadata.extend(attr::to_metadata(Kind::Dir, attr.perm, attr.uid, attr.gid, attr.mtime));
+        metadata.extend(attr::to_metadata(&attr));
         let new = NewObject {
             metadata,
             content_type: None,

@@ -239,7 +239,9 @@ impl<S: ObjectStore> Fs<S> {
         blocking(move || file.write_all_at(&data, offset)).await?;
         dirty.size = dirty.size.max(end);
         dirty.attr.size = dirty.size;
-        dirty.attr.mtime = SystemTime::now();
+        let now = SystemTime::now();
+        dirty.attr.mtime = now;
+        dirty.attr.ctime = now;
         dirty.changed = true;
         if dirty.sequential && dirty.kept == 0 && !dirty.unlinked {
             self.stream_parts(&mut dirty).await?;
@@ -261,7 +263,9 @@ impl<S: ObjectStore> Fs<S> {
         blocking(move || file.set_len(size)).await?;
         dirty.size = size;
         dirty.attr.size = size;
-        dirty.attr.mtime = SystemTime::now();
+        let now = SystemTime::now();
+        dirty.attr.mtime = now;
+        dirty.attr.ctime = now;
         dirty.changed = true;
         Ok(())
     }
@@ -314,7 +318,7 @@ impl<S: ObjectStore> Fs<S> {
     pub(super) fn new_object(&self, dirty: &Dirty) -> NewObject {
         let mut metadata = dirty.extra.clone();
         let a = &dirty.attr;
-        metadata.extend(attr::to_metadata(a.kind, a.perm, a.uid, a.gid, a.mtime));
+        metadata.extend(attr::to_metadata(a));
         NewObject {
             metadata,
             content_type: dirty.content_type.clone(),

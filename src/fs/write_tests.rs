@@ -354,10 +354,14 @@ async fn chmod_chown_utimens_keep_content_type_and_other_metadata() {
         uid: Some(42),
         gid: Some(43),
         mtime: Some(when),
+        atime: Some(when - std::time::Duration::from_secs(5)),
         size: None,
     };
+    let before = SystemTime::now();
     let after = fs.setattr(a.ino, set).await.unwrap();
     assert_eq!((after.perm, after.uid, after.gid, after.mtime), (0o600, 42, 43, when));
+    assert_eq!(after.atime, when - std::time::Duration::from_secs(5));
+    assert!(after.ctime >= before, "a change sets ctime");
     let (data, meta, ct) = store.get("t.csv").unwrap();
     assert_eq!(&data[..], b"a,b\n");
     assert_eq!(ct.as_deref(), Some("text/csv"));
@@ -367,7 +371,52 @@ async fn chmod_chown_utimens_keep_content_type_and_other_metadata() {
     // A fresh mount sees the same.
     let again = fs_rw(store.clone());
     let b = find(&again, "t.csv").await.unwrap();
-    assert_eq!((b.perm, b.uid, b.gid, b.mtime), (0o600, 42, 43, when));
+    assert_eq!(
+        (b.perm, b.uid, b.gid, b.mtime, b.atime, b.ctime),
+        (0o600, 42, 43, when, after.atime, after.ctime)
+    );
+}
+
+#[tokio::test]
+async fn special_files_and_directory_times() {
+    let store = Arc::new(MemStore::new());
+    let fs = fs_rw(store.clone());
+    let root_before = fs.getattr(ROOT_INO).await.unwrap();
+    let d = fs.mkdir(ROOT_INO, "dev", 0o755, 0, 0).await.unwrap();
+    let fifo = fs.mknod(d.ino, "pipe", Kind::Fifo, 0o640, 0, 7, 8).await.unwrap();
+    let blk = fs
+        .mknod(d.ino, "disk", Kind::BlockDevice, 0o660, 0x0801, 0, 6)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.mknod(d.ino, "pipe", Kind::Socket, 0o600, 0, 0, 0)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+    assert_eq!(
+        store.get("dev/pipe").unwrap().1.get("mode").map(String::as_str),
+        Some("4512")
+    );
+    assert_eq!(
+        store.get("dev/disk").unwrap().1.get("rdev").map(String::as_str),
+        Some("2049")
+    );
+    let again = fs_rw(store.clone());
+    let f = find(&again, "dev/pipe").await.unwrap();
+    assert_eq!((f.kind, f.perm, f.uid, f.gid), (Kind::Fifo, 0o640, 7, 8));
+    let b = find(&again, "dev/disk").await.unwrap();
+    assert_eq!((b.kind, b.rdev), (Kind::BlockDevice, 0x0801));
+    assert_eq!((fifo.kind, blk.rdev), (Kind::Fifo, 0x0801));
+    let after_d = fs.getattr(d.ino).await.unwrap();
+    assert!(
+        after_d.mtime > d.mtime && after_d.ctime > d.ctime,
+        "entries change a directory's times"
+    );
+    assert!(fs.getattr(ROOT_INO).await.unwrap().mtime > root_before.mtime);
+    fs.unlink(d.ino, "pipe").await.unwrap();
+    assert!(find(&fs, "dev/pipe").await.is_err());
 }
 
 #[tokio::test]
