@@ -212,7 +212,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
                 return reply.error(Errno::EINVAL);
             }
             self.rt.spawn(async move {
-                match fs.mknod(parent.0, &name, kind, perm, rdev, uid, gid).await {
+                match fs.mknod(parent.0, &name, kind, perm, rdev, (uid, gid)).await {
                     Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                     Err(e) => reply.error(errno(&e)),
                 }

@@ -177,8 +177,7 @@ impl<S: ObjectStore> Fs<S> {
         kind: Kind,
         perm: u16,
         rdev: u32,
-        uid: u32,
-        gid: u32,
+        (uid, gid): (u32, u32),
     ) -> Result<Attr, FsError> {
         let (dir, path) = self.child_path(parent, name)?;
         if self.resolve(&dir.path, &path).await?.is_some() {

@@ -383,13 +383,13 @@ async fn special_files_and_directory_times() {
     let fs = fs_rw(store.clone());
     let root_before = fs.getattr(ROOT_INO).await.unwrap();
     let d = fs.mkdir(ROOT_INO, "dev", 0o755, 0, 0).await.unwrap();
-    let fifo = fs.mknod(d.ino, "pipe", Kind::Fifo, 0o640, 0, 7, 8).await.unwrap();
+    let fifo = fs.mknod(d.ino, "pipe", Kind::Fifo, 0o640, 0, (7, 8)).await.unwrap();
     let blk = fs
-        .mknod(d.ino, "disk", Kind::BlockDevice, 0o660, 0x0801, 0, 6)
+        .mknod(d.ino, "disk", Kind::BlockDevice, 0o660, 0x0801, (0, 6))
         .await
         .unwrap();
     assert_eq!(
-        fs.mknod(d.ino, "pipe", Kind::Socket, 0o600, 0, 0, 0)
+        fs.mknod(d.ino, "pipe", Kind::Socket, 0o600, 0, (0, 0))
             .await
             .unwrap_err()
             .errno(),
