@@ -169,6 +169,30 @@ async fn unmount_on_signal(mountpoint: PathBuf) {
     }
 }
 
+/// Lets the kernel read ahead 1 MiB at a time on this mount instead of its default 128 KiB,
+/// so a sequential reader sends a quarter as many requests per byte. The FUSE handshake can
+/// only lower the readahead; the mount's backing device setting can raise it (as root).
+fn raise_readahead(mountpoint: &std::path::Path) {
+    // Not stat(2): this process serves the mount and is not answering requests yet.
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let want = mountpoint.display().to_string().replace(' ', "\\040");
+    let Some(dev) = table.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4) == Some(&want.as_str()))
+            .then(|| f.get(2).map(|d| d.to_string()))
+            .flatten()
+    }) else {
+        return;
+    };
+    let setting = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&setting, "1024") {
+        Ok(()) => tracing::debug!("{setting} = 1024"),
+        Err(e) => tracing::debug!("kernel readahead left as it is ({setting}: {e})"),
+    }
+}
+
 /// What `s3role status` shows, read live from the renewal task and the filesystem.
 fn status_source(
     args: &MountArgs,
@@ -280,6 +304,7 @@ pub fn run(args: MountArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    raise_readahead(&mountpoint);
     tracing::info!(source = %args.source, mountpoint = %mountpoint.display(), "mounted");
     readiness.ready();
     rt.spawn(unmount_on_signal(mountpoint.clone()));

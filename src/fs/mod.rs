@@ -2,6 +2,7 @@
 //! request maps to one method here.
 
 pub mod attr;
+mod bufpool;
 mod cache;
 mod dir;
 mod error;
@@ -137,6 +138,7 @@ pub struct Fs<S: ObjectStore> {
     head_flight: SingleFlight<String, HeadResult>,
     head_limit: Arc<Semaphore>,
     blocks: Mutex<BlockState>,
+    buffers: Arc<bufpool::BufferPool>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirty: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<write::Dirty>>>>,
     staged: AtomicU64,
@@ -167,6 +169,7 @@ impl<S: ObjectStore> Fs<S> {
             store,
             head_limit: Arc::new(Semaphore::new(cfg.head_concurrency.max(1))),
             blocks: Mutex::new(BlockState::new(BlockCache::new(cfg.cache_bytes))),
+            buffers: bufpool::BufferPool::new(cfg.block_size as usize, 64),
             cfg,
             inodes: Mutex::new(InodeTable::new()),
             listings: Mutex::new(HashMap::new()),

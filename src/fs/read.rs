@@ -6,6 +6,7 @@ use super::{Fs, FsError, lock};
 use crate::store::ObjectStore;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -44,6 +45,9 @@ pub(super) struct OpenFile {
     object: Arc<(String, String)>,
     size: u64,
     sequence: Mutex<Sequence>,
+    /// Highest block whose fetch this handle has started, so a sequential reader does not
+    /// rescan its whole prefetch window on every request (`u64::MAX`: none yet).
+    requested_until: AtomicU64,
 }
 
 impl OpenFile {
@@ -54,6 +58,7 @@ impl OpenFile {
             object: Arc::new((key, etag)),
             size,
             sequence: Mutex::new(Sequence::default()),
+            requested_until: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -120,7 +125,23 @@ impl<S: ObjectStore> Fs<S> {
         } else {
             ((last + ahead / bs) / per_request + 1) * per_request - 1
         };
-        self.start_fetches(file, first, target.min(last_of_file), per_request);
+        let target = target.min(last_of_file);
+        // The blocks asked for now, then whatever part of the window is new.
+        self.start_fetches(file, first, last, per_request);
+        if ahead == 0 {
+            file.requested_until.store(last, Ordering::Relaxed);
+        } else {
+            let done = file.requested_until.load(Ordering::Relaxed);
+            let from = if done == u64::MAX {
+                last + 1
+            } else {
+                (last + 1).max(done + 1)
+            };
+            if from <= target {
+                self.start_fetches(file, from, target, per_request);
+            }
+            file.requested_until.fetch_max(target, Ordering::Relaxed);
+        }
 
         if first == last {
             let block = self.block(file, first).await?;
@@ -184,21 +205,19 @@ impl<S: ObjectStore> Fs<S> {
         let mut done = 0usize;
         let result: Result<(), FsError> = async {
             let mut body = self.store.get_range(key, start..end, Some(etag)).await?;
-            let mut buf = BytesMut::with_capacity(block_len(0));
+            let mut buf = self.buffers.take();
             while let Some(mut chunk) = body.next_chunk().await? {
                 while !chunk.is_empty() && done < senders.len() {
                     let take = (block_len(done) - buf.len()).min(chunk.len());
                     buf.extend_from_slice(&chunk.split_to(take));
                     if buf.len() == block_len(done) {
-                        let data = buf.split().freeze();
+                        let data = self.buffers.freeze(std::mem::replace(&mut buf, self.buffers.take()));
                         self.finish_block(&file, first + done as u64, &senders[done], Ok(data));
                         done += 1;
-                        if done < senders.len() {
-                            buf.reserve(block_len(done));
-                        }
                     }
                 }
             }
+            self.buffers.give_back(buf);
             if done < senders.len() {
                 return Err(FsError::Io(format!("GetObject {key}: body ended early")));
             }
