@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+TARGET=${CARGO_TARGET_DIR:-target}
 ARCH=$(dpkg --print-architecture)
 OUT=target/debian
 ROOT=$OUT/s3role_${VERSION}_${ARCH}
@@ -19,7 +20,7 @@ mkdir -p "$ROOT/DEBIAN" "$ROOT/usr/bin" "$ROOT/sbin" "$ROOT/usr/share/man/man1" 
     "$ROOT/usr/share/fish/vendor_completions.d" "$ROOT/usr/share/doc/s3role/examples" "$ROOT/etc/s3role"
 
 cargo build --release --quiet --bin s3role
-install -m 0755 target/release/s3role "$ROOT/usr/bin/s3role"
+install -m 0755 "$TARGET/release/s3role" "$ROOT/usr/bin/s3role"
 strip "$ROOT/usr/bin/s3role" 2>/dev/null || true
 # mount(8) looks for /sbin/mount.TYPE; the program acts as the helper when called by that name.
 ln -s /usr/bin/s3role "$ROOT/sbin/mount.s3role"
