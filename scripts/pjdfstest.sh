@@ -118,6 +118,7 @@ cleanup() {
     fi
     unmount "$MNT" "$S3ROLE_PID"
     unmount "$MNT_S3FS" "$S3FS_PID"
+    rm -f "$WORK/s3fs.passwd"
     if [[ -n $SERVER_PID ]]; then
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true

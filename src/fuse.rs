@@ -96,7 +96,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         crtime: a.mtime,
         kind,
         perm: a.perm,
-        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
         rdev: a.rdev,

@@ -92,6 +92,8 @@ pub struct Attr {
     pub ctime: SystemTime,
     /// Device number of a device file.
     pub rdev: u32,
+    /// Link count: 2 for directories, 1 for anything else, 0 once unlinked while open.
+    pub nlink: u32,
 }
 
 impl Attr {
@@ -108,6 +110,7 @@ impl Attr {
             atime: mtime,
             ctime: mtime,
             rdev: 0,
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
         }
     }
 }

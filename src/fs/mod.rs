@@ -294,6 +294,7 @@ impl<S: ObjectStore> Fs<S> {
             atime: posix.atime.unwrap_or(mtime),
             ctime: posix.ctime.unwrap_or(mtime),
             rdev: posix.rdev.unwrap_or(0),
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
         }
     }
 
@@ -453,9 +454,12 @@ impl<S: ObjectStore> Fs<S> {
     /// Attributes of `ino`, refreshed once the metadata TTL has passed.
     pub async fn getattr(self: &Arc<Self>, ino: u64) -> Result<Attr, FsError> {
         if let Some(d) = self.dirty_of(ino) {
+            let dirty = d.lock().await;
+            let nlink = if dirty.unlinked { 0 } else { 1 };
             return Ok(Attr {
                 ino,
-                ..d.lock().await.attr.clone()
+                nlink,
+                ..dirty.attr.clone()
             });
         }
         let node = self.inode(ino)?;

@@ -424,8 +424,14 @@ async fn a_file_unlinked_while_open_is_not_uploaded() {
     let store = Arc::new(MemStore::new());
     let fs = fs_rw(store.clone());
     let (_, fh) = fs.create(ROOT_INO, "tmp", 0o600, 0, 0).await.unwrap();
+    let tmp = find(&fs, "tmp").await.unwrap();
     fs.write(fh, 0, Bytes::from_static(b"scratch")).await.unwrap();
     fs.unlink(ROOT_INO, "tmp").await.unwrap();
+    assert_eq!(
+        fs.getattr(tmp.ino).await.unwrap().nlink,
+        0,
+        "fstat after unlink shows no links"
+    );
     assert_eq!(
         fs.read(fh, 0, 10).await.unwrap(),
         &b"scratch"[..],
