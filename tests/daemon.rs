@@ -6,7 +6,6 @@ mod common;
 
 use common::{Mount, Server, is_mounted, pattern, s3role};
 use std::io::Write;
-use std::os::fd::IntoRawFd;
 use std::time::{Duration, Instant};
 
 fn status(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
@@ -62,13 +61,7 @@ fn status_shows_the_session_and_its_expiry_moves_forward() {
 #[test]
 fn sigterm_during_a_large_write_finishes_the_upload_before_exiting() {
     let s = Server::start(&[]);
-    let args = vec![
-        "--role-arn".into(),
-        s.world.role("writer").to_owned(),
-        "--external-id".into(),
-        s.world.external_id.clone(),
-    ];
-    let mut m = Mount::start(&s, "alice", "data:/term", &args).expect("mount");
+    let mut m = Mount::start(&s, "alice", "data:/term", &s.writer_args()).expect("mount");
     let data = pattern(48 << 20, 11);
     let path = m.join("large.bin");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -83,12 +76,8 @@ fn sigterm_during_a_large_write_finishes_the_upload_before_exiting() {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let fd = f.into_raw_fd();
-            // SAFETY: fd came from a File that owned it; its close result is the upload's.
-            if unsafe { libc::close(fd) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            // The close result is the upload's.
+            common::close(f)
         })
     };
     rx.recv_timeout(Duration::from_secs(30)).expect("the writer got going");

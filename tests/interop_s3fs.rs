@@ -68,15 +68,6 @@ impl Drop for S3fs {
     }
 }
 
-fn writer_args(s: &Server) -> Vec<String> {
-    vec![
-        "--role-arn".into(),
-        s.world.role("writer").into(),
-        "--external-id".into(),
-        s.world.external_id.clone(),
-    ]
-}
-
 /// utimensat(2) on a path, as `touch -d` does. (s3fs 1.90 stamps the time of the close onto
 /// a file whose time was set through a descriptor opened for writing.)
 fn set_mtime(path: &Path, t: SystemTime) {
@@ -145,7 +136,7 @@ fn s3role_and_s3fs_see_the_same_files_both_ways() {
     let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_650_000_000);
 
     // s3role writes, s3fs reads.
-    let m = Mount::start(s, "alice", "data:/interop", &writer_args(s)).expect("s3role mount");
+    let m = Mount::start(s, "alice", "data:/interop", &s.writer_args()).expect("s3role mount");
     write_tree(
         &m.path,
         "from-s3role.txt",
@@ -183,7 +174,7 @@ fn s3role_and_s3fs_see_the_same_files_both_ways() {
     std::fs::create_dir(fs3.join("dir-s3fs")).expect("s3fs mkdir");
     std::fs::set_permissions(fs3.join("dir-s3fs"), std::fs::Permissions::from_mode(0o711)).expect("s3fs chmod dir");
     drop(fs3);
-    let m = Mount::start(s, "alice", "data:/interop", &writer_args(s)).expect("s3role remount");
+    let m = Mount::start(s, "alice", "data:/interop", &s.writer_args()).expect("s3role remount");
     check_tree(
         &m.path,
         "from-s3fs.txt",

@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{Mount, Server, pattern, shared_server};
+use common::{Mount, Server, close, pattern, shared_server};
 use std::io::Write;
-use std::os::fd::IntoRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -14,27 +13,6 @@ static SERVER: OnceLock<Server> = OnceLock::new();
 
 fn server() -> &'static Server {
     shared_server(&SERVER, &[])
-}
-
-fn writer_args(s: &Server) -> Vec<String> {
-    vec![
-        "--role-arn".into(),
-        s.world.role("writer").into(),
-        "--external-id".into(),
-        s.world.external_id.clone(),
-    ]
-}
-
-/// close(2) of `file`, with its result: std's drop ignores it, and that is where upload
-/// errors arrive.
-fn close(file: std::fs::File) -> std::io::Result<()> {
-    let fd = file.into_raw_fd();
-    // SAFETY: fd was just released by a File that owned it.
-    if unsafe { libc::close(fd) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 fn object(s: &Server, key: &str) -> Option<(Vec<u8>, std::collections::HashMap<String, String>)> {
@@ -67,7 +45,7 @@ fn keys_under(s: &Server, prefix: &str) -> Vec<String> {
 fn every_operation_lands_in_s3_and_survives_a_remount() {
     let s = server();
     s.put("data", "w1/existing.txt", b"0123456789".to_vec(), &[]);
-    let m = Mount::start(s, "alice", "data:/w1", &writer_args(s)).expect("mount");
+    let m = Mount::start(s, "alice", "data:/w1", &s.writer_args()).expect("mount");
     let p = |rel: &str| m.join(rel);
 
     // create + write + close, read-after-write
@@ -145,7 +123,7 @@ fn every_operation_lands_in_s3_and_survives_a_remount() {
     m.unmount();
 
     // A fresh mount sees all of it.
-    let m = Mount::start(s, "alice", "data:/w1", &writer_args(s)).expect("remount");
+    let m = Mount::start(s, "alice", "data:/w1", &s.writer_args()).expect("remount");
     let p = |rel: &str| m.join(rel);
     let names: std::collections::BTreeSet<String> = std::fs::read_dir(&m.path)
         .expect("ls")
@@ -189,7 +167,7 @@ fn append_to_a_100_mib_object() {
         big.clone(),
         &[("mode", "33188"), ("color", "blue")],
     );
-    let m = Mount::start(s, "alice", "data:/w2", &writer_args(s)).expect("mount");
+    let m = Mount::start(s, "alice", "data:/w2", &s.writer_args()).expect("mount");
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(m.join("big.bin"))
@@ -263,7 +241,7 @@ fn with_allow_other_the_kernel_enforces_modes_between_users() {
         b"everyone".to_vec(),
         &[("mode", "33188"), ("uid", "1000"), ("gid", "1000")],
     );
-    let mut args = writer_args(s);
+    let mut args = s.writer_args();
     args.push("--allow-other".into());
     let m = Mount::start(s, "alice", "data:/w4", &args).expect("mount");
     let private = m.join("private.txt").display().to_string();
@@ -283,7 +261,7 @@ fn with_allow_other_the_kernel_enforces_modes_between_users() {
 #[test]
 fn statfs_answers_and_hard_links_are_refused() {
     let s = server();
-    let m = Mount::start(s, "alice", "data:/w5", &writer_args(s)).expect("mount");
+    let m = Mount::start(s, "alice", "data:/w5", &s.writer_args()).expect("mount");
     std::fs::write(m.join("a"), b"a").expect("write");
     let err = std::fs::hard_link(m.join("a"), m.join("b")).expect_err("no hard links on S3");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");

@@ -4,7 +4,7 @@
 Runs moto (pinned: moto[server]==5.2.1) in-process on 127.0.0.1, builds a small fixed "world"
 (buckets, users, roles, policies), then turns moto's IAM enforcement on and keeps it honest by
 patching a handful of moto internals.  Why each patch exists is documented next to it; the short
-list (see /work/shared/docs/test-servers.md, Appendix A, for the measurements behind it):
+list (see ../shared/docs/test-servers.md, Appendix A, for the measurements behind it):
 
   P1 expiry         stock moto never checks the Expiration of assumed-role credentials.
   P2 session policy stock moto stores `Policy` but ignores it and never parses `PolicyArns`.

@@ -628,10 +628,7 @@ impl<S: ObjectStore> Fs<S> {
         uid: u32,
         gid: u32,
     ) -> Result<(Attr, u64), FsError> {
-        let (dir, path) = self.child_path(parent, name)?;
-        if self.resolve(&dir.path, &path).await?.is_some() {
-            return Err(FsError::Exists);
-        }
+        let path = self.free_name(parent, name).await?;
         let attr = Attr::new(Kind::File, 0, (mode & 0o7777) as u16, uid, gid, SystemTime::now());
         let attr = self.remember(parent, &path, attr, String::new(), true);
         let key = self.key_of(&path);
@@ -740,6 +737,15 @@ impl<S: ObjectStore> Fs<S> {
     pub(super) fn forget_all(&self) {
         lock(&self.listings).clear();
         lock(&self.heads).clear();
+    }
+
+    /// The path of a new entry `name` in `parent`; EEXIST if the name is taken.
+    pub(super) async fn free_name(self: &Arc<Self>, parent: u64, name: &str) -> Result<String, FsError> {
+        let (dir, path) = self.child_path(parent, name)?;
+        if self.resolve(&dir.path, &path).await?.is_some() {
+            return Err(FsError::Exists);
+        }
+        Ok(path)
     }
 
     /// The directory `parent` and the path of `name` in it, checked.

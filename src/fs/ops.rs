@@ -54,6 +54,26 @@ impl SetAttr {
 }
 
 impl<S: ObjectStore> Fs<S> {
+    /// Writes the object `key` that stands for new entry `path` of `parent` (a marker,
+    /// symlink or special file), with `attr` as its metadata, and records it.
+    async fn put_node(
+        self: &Arc<Self>,
+        parent: u64,
+        path: &str,
+        key: &str,
+        attr: Attr,
+        body: Bytes,
+    ) -> Result<Attr, FsError> {
+        let new = NewObject {
+            metadata: attr::to_metadata(&attr),
+            content_type: None,
+        };
+        let etag = self.store.put(key, body, &new).await?;
+        self.forget_key(key);
+        self.touch(parent, true);
+        Ok(self.remember(parent, path, attr, etag, true))
+    }
+
     /// Creates directory `name`: a `name/` marker object carrying its mode, owner and time.
     pub async fn mkdir(
         self: &Arc<Self>,
@@ -63,21 +83,12 @@ impl<S: ObjectStore> Fs<S> {
         uid: u32,
         gid: u32,
     ) -> Result<Attr, FsError> {
-        let (dir, path) = self.child_path(parent, name)?;
-        if self.resolve(&dir.path, &path).await?.is_some() {
-            return Err(FsError::Exists);
-        }
+        let path = self.free_name(parent, name).await?;
         let attr = Attr::new(Kind::Dir, 0, (mode & 0o7777) as u16, uid, gid, SystemTime::now());
         let marker = self.dir_prefix(&path);
-        let new = NewObject {
-            metadata: attr::to_metadata(&attr),
-            content_type: None,
-        };
-        let etag = self.store.put(&marker, Bytes::new(), &new).await?;
-        self.forget_key(&marker);
+        let attr = self.put_node(parent, &path, &marker, attr, Bytes::new()).await?;
         lock(&self.listings).remove(&marker);
-        self.touch(parent, true);
-        Ok(self.remember(parent, &path, attr, etag, true))
+        Ok(attr)
     }
 
     /// Whether anything but its own marker lies under directory `path`, in S3 or staged.
@@ -149,23 +160,11 @@ impl<S: ObjectStore> Fs<S> {
         uid: u32,
         gid: u32,
     ) -> Result<Attr, FsError> {
-        let (dir, path) = self.child_path(parent, name)?;
-        if self.resolve(&dir.path, &path).await?.is_some() {
-            return Err(FsError::Exists);
-        }
+        let path = self.free_name(parent, name).await?;
         let attr = Attr::new(Kind::Symlink, target.len() as u64, 0o777, uid, gid, SystemTime::now());
         let key = self.key_of(&path);
-        let new = NewObject {
-            metadata: attr::to_metadata(&attr),
-            content_type: None,
-        };
-        let etag = self
-            .store
-            .put(&key, Bytes::copy_from_slice(target.as_bytes()), &new)
-            .await?;
-        self.forget_key(&key);
-        self.touch(parent, true);
-        Ok(self.remember(parent, &path, attr, etag, true))
+        self.put_node(parent, &path, &key, attr, Bytes::copy_from_slice(target.as_bytes()))
+            .await
     }
 
     /// Creates a named pipe, socket or device node: an empty object whose mode carries the
@@ -179,23 +178,13 @@ impl<S: ObjectStore> Fs<S> {
         rdev: u32,
         (uid, gid): (u32, u32),
     ) -> Result<Attr, FsError> {
-        let (dir, path) = self.child_path(parent, name)?;
-        if self.resolve(&dir.path, &path).await?.is_some() {
-            return Err(FsError::Exists);
-        }
+        let path = self.free_name(parent, name).await?;
         let attr = Attr {
             rdev,
             ..Attr::new(kind, 0, perm, uid, gid, SystemTime::now())
         };
         let key = self.key_of(&path);
-        let new = NewObject {
-            metadata: attr::to_metadata(&attr),
-            content_type: None,
-        };
-        let etag = self.store.put(&key, Bytes::new(), &new).await?;
-        self.forget_key(&key);
-        self.touch(parent, true);
-        Ok(self.remember(parent, &path, attr, etag, true))
+        self.put_node(parent, &path, &key, attr, Bytes::new()).await
     }
 
     /// Copies an object of any size on the server, keeping its headers.

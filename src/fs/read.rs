@@ -256,6 +256,7 @@ impl<S: ObjectStore> Fs<S> {
     /// new GET. A failed GET is tried once more before the read fails.
     async fn block(self: &Arc<Self>, file: &Arc<OpenFile>, index: u64) -> Result<Bytes, FsError> {
         let mut retried = false;
+        let mut counted = false;
         loop {
             let id = BlockId {
                 object: file.object.clone(),
@@ -264,12 +265,17 @@ impl<S: ObjectStore> Fs<S> {
             let waiting = {
                 let mut state = lock(&self.blocks);
                 if let Some(data) = state.cache.get(&id) {
-                    BlockCache::count(&self.stats.cache, true);
+                    if !counted {
+                        BlockCache::count(&self.stats.cache, true);
+                    }
                     return Ok(data);
                 }
                 state.inflight.get(&id).cloned()
             };
-            BlockCache::count(&self.stats.cache, false);
+            if !counted {
+                BlockCache::count(&self.stats.cache, false);
+                counted = true;
+            }
             let Some(mut rx) = waiting else {
                 self.start_fetches(file, index, index, 1);
                 continue;

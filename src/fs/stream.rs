@@ -3,11 +3,10 @@
 //! to send the tail. A write anywhere else abandons the stream; the staged file still holds
 //! everything, and close uploads it the ordinary way.
 
-use super::write::{Dirty, MAX_PART};
+use super::write::{Dirty, MAX_PART, read_range};
 use super::{Fs, FsError};
 use crate::store::{NewObject, ObjectStore, Part, StoreError};
 use std::collections::VecDeque;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -29,6 +28,15 @@ pub(super) struct Stream {
     next_number: i32,
     inflight: VecDeque<JoinHandle<Result<Part, StoreError>>>,
     done: Vec<Part>,
+}
+
+fn staging_error(key: &str, message: String) -> StoreError {
+    StoreError::Other {
+        op: "UploadPart",
+        key: key.to_owned(),
+        code: None,
+        message: format!("staging file: {message}"),
+    }
 }
 
 impl Stream {
@@ -73,23 +81,12 @@ impl<S: ObjectStore> Fs<S> {
             let store = self.store.clone();
             let (key, upload_id) = (stream.key.clone(), stream.upload_id.clone());
             stream.inflight.push_back(tokio::spawn(async move {
-                let body = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; size as usize];
-                    file.read_exact_at(&mut buf, start).map(|()| bytes::Bytes::from(buf))
-                })
-                .await
-                .map_err(|e| StoreError::Other {
-                    op: "UploadPart",
-                    key: key.clone(),
-                    code: None,
-                    message: e.to_string(),
-                })?
-                .map_err(|e| StoreError::Other {
-                    op: "UploadPart",
-                    key: key.clone(),
-                    code: None,
-                    message: format!("staging file: {e}"),
-                })?;
+                let staged = tokio::task::spawn_blocking(move || read_range(&file, start..start + size)).await;
+                let body = match staged {
+                    Ok(Ok(body)) => body,
+                    Ok(Err(e)) => return Err(staging_error(&key, e.to_string())),
+                    Err(e) => return Err(staging_error(&key, e.to_string())),
+                };
                 store.upload_part(&key, &upload_id, number, body).await
             }));
             stream.next_start = start + size;
@@ -146,15 +143,7 @@ impl<S: ObjectStore> Fs<S> {
                 parts.push(task.await.map_err(|e| FsError::Io(e.to_string()))??);
             }
             if dirty.size > stream.next_start {
-                let file = dirty.file.try_clone().map_err(|e| FsError::Io(e.to_string()))?;
-                let (start, len) = (stream.next_start, (dirty.size - stream.next_start) as usize);
-                let body = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; len];
-                    file.read_exact_at(&mut buf, start).map(|()| bytes::Bytes::from(buf))
-                })
-                .await
-                .map_err(|e| FsError::Io(e.to_string()))?
-                .map_err(|e| FsError::Io(format!("staging file: {e}")))?;
+                let body = self.read_staged(dirty, stream.next_start..dirty.size).await?;
                 parts.push(
                     self.store
                         .upload_part(&stream.key, &stream.upload_id, stream.next_number, body)

@@ -78,6 +78,20 @@ pub(super) struct Dirty {
     pub(super) explicit_attrs: bool,
 }
 
+/// Bytes `range` of a staging file; past its end (a hole left by truncate) they read as zeros.
+pub(super) fn read_range(file: &std::fs::File, range: std::ops::Range<u64>) -> std::io::Result<Bytes> {
+    let mut buf = vec![0u8; (range.end - range.start) as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], range.start + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(Bytes::from(buf))
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, FsError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
@@ -258,7 +272,7 @@ impl<S: ObjectStore> Fs<S> {
             dirty.kept = size;
         }
         let extent = size - dirty.kept;
-        self.reserve(dirty, extent.min(dirty.staged.max(extent)))?;
+        self.reserve(dirty, extent)?;
         let file = dirty.file.try_clone().map_err(|e| FsError::Io(e.to_string()))?;
         blocking(move || file.set_len(size)).await?;
         dirty.size = size;
@@ -295,22 +309,7 @@ impl<S: ObjectStore> Fs<S> {
         }
         let from = offset.max(dirty.kept);
         if from < end {
-            let file = dirty.file.try_clone().map_err(|e| FsError::Io(e.to_string()))?;
-            let len = (end - from) as usize;
-            let staged = blocking(move || {
-                let mut buf = vec![0u8; len];
-                let mut done = 0;
-                while done < len {
-                    let n = file.read_at(&mut buf[done..], from + done as u64)?;
-                    if n == 0 {
-                        break; // a hole at the end reads as zeros
-                    }
-                    done += n;
-                }
-                Ok(buf)
-            })
-            .await?;
-            out.extend_from_slice(&staged);
+            out.extend_from_slice(&self.read_staged(dirty, from..end).await?);
         }
         Ok(Bytes::from(out))
     }
@@ -325,21 +324,9 @@ impl<S: ObjectStore> Fs<S> {
         }
     }
 
-    async fn read_staged(&self, dirty: &Dirty, range: std::ops::Range<u64>) -> Result<Bytes, FsError> {
+    pub(super) async fn read_staged(&self, dirty: &Dirty, range: std::ops::Range<u64>) -> Result<Bytes, FsError> {
         let file = dirty.file.try_clone().map_err(|e| FsError::Io(e.to_string()))?;
-        blocking(move || {
-            let mut buf = vec![0u8; (range.end - range.start) as usize];
-            let mut done = 0;
-            while done < buf.len() {
-                let n = file.read_at(&mut buf[done..], range.start + done as u64)?;
-                if n == 0 {
-                    break;
-                }
-                done += n;
-            }
-            Ok(Bytes::from(buf))
-        })
-        .await
+        blocking(move || read_range(&file, range)).await
     }
 
     /// Uploads a changed file: one PutObject when small, else a multipart upload whose parts

@@ -96,11 +96,15 @@ impl RangeBody {
 
     /// Reads the whole remaining body.
     pub async fn collect(mut self) -> Result<Bytes, StoreError> {
-        let mut out = bytes::BytesMut::new();
+        let Some(first) = self.next_chunk().await? else {
+            return Ok(Bytes::new());
+        };
+        let Some(second) = self.next_chunk().await? else {
+            return Ok(first);
+        };
+        let mut out = bytes::BytesMut::from(&first[..]);
+        out.extend_from_slice(&second);
         while let Some(chunk) = self.next_chunk().await? {
-            if out.is_empty() && chunk.len() == out.capacity() {
-                return Ok(chunk);
-            }
             out.extend_from_slice(&chunk);
         }
         Ok(out.freeze())

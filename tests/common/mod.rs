@@ -233,6 +233,16 @@ impl Server {
         ]
     }
 
+    /// Options to assume the `writer` role (s3:* on bucket data) with the right external ID.
+    pub fn writer_args(&self) -> Vec<String> {
+        vec![
+            "--role-arn".into(),
+            self.world.role("writer").into(),
+            "--external-id".into(),
+            self.world.external_id.clone(),
+        ]
+    }
+
     /// Options to assume the `reader` role with the right external ID.
     pub fn reader_args(&self) -> Vec<String> {
         vec![
@@ -407,6 +417,19 @@ pub fn run_s3role(server: &Server, user: &str, args: &[String]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run s3role")
+}
+
+/// close(2) of `file`, with its result: std's drop ignores it, and that is where upload
+/// errors arrive.
+pub fn close(file: std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = file.into_raw_fd();
+    // SAFETY: fd was just released by a File that owned it.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// A deterministic pseudo-random byte pattern, so large files need no storage.
