@@ -219,7 +219,12 @@ impl<S: ObjectStore> Fs<S> {
             }
             self.buffers.give_back(buf);
             if done < senders.len() {
-                return Err(FsError::Io(format!("GetObject {key}: body ended early")));
+                let e = format!(
+                    "GetObject {key}: the body ended early ({done} of {} blocks)",
+                    senders.len()
+                );
+                tracing::error!("{e}");
+                return Err(FsError::Io(e));
             }
             Ok(())
         }
@@ -284,8 +289,14 @@ impl<S: ObjectStore> Fs<S> {
                 Ok(r) => r.clone().unwrap_or_else(|| Err(FsError::Io("fetch abandoned".into()))),
                 Err(_) => Err(FsError::Io("fetch abandoned".into())),
             };
+            if retried && let Err(FsError::Io(e)) = &result {
+                tracing::error!("reading block {index} of {} failed twice: {e}", file.object.0);
+            }
             match result {
-                Err(FsError::Io(_)) if !retried => retried = true,
+                Err(FsError::Io(e)) if !retried => {
+                    tracing::debug!("block {index} of {} failed ({e}); trying once more", file.object.0);
+                    retried = true
+                }
                 other => return other,
             }
         }

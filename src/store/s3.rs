@@ -152,9 +152,11 @@ fn classify(
         },
         (Some("PreconditionFailed"), _) | (_, Some(412)) => StoreError::PreconditionFailed { op, key },
         _ => {
-            // No answer from the server at all: if it is because there are no usable
-            // credentials, that is a denial, and the log must say why.
-            if status.is_none()
+            // No answer from the server at all, or a 400 without a body (HEAD never has one;
+            // it is how S3 answers an expired token there): if our credentials are unusable
+            // by now, that is a denial, and the log must say why. Right at expiry the request
+            // was signed while the session was valid and judged after it ran out.
+            if (status.is_none() || (status == Some(400) && code.is_none()))
                 && let Some(why) = credentials_problem.and_then(|p| p())
             {
                 return StoreError::AccessDenied {
@@ -476,7 +478,14 @@ mod tests {
         let why: CredentialsProblem = Arc::new(|| Some("session expired".into()));
         let e = classify("GetObject", "k", None, None, "dispatch failure".into(), Some(&why));
         assert!(matches!(e, StoreError::AccessDenied { ref message, .. } if message == "session expired"));
+        let e = classify("HeadObject", "k", Some(400), None, "400".into(), Some(&why));
+        assert!(
+            matches!(e, StoreError::AccessDenied { ref message, .. } if message == "session expired"),
+            "a body-less 400 at expiry is the server's ExpiredToken"
+        );
         let fine: CredentialsProblem = Arc::new(|| None);
+        let e = classify("HeadObject", "k", Some(400), None, "400".into(), Some(&fine));
+        assert!(matches!(e, StoreError::Other { .. }));
         let e = classify("GetObject", "k", None, None, "timeout".into(), Some(&fine));
         assert!(matches!(e, StoreError::Other { .. }));
     }
