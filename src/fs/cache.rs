@@ -66,6 +66,13 @@ impl BlockCache {
         }
     }
 
+    /// Drops a block that will not be read again soon, so its buffer can be reused.
+    pub fn remove(&mut self, id: &BlockId) {
+        if let Some(old) = self.blocks.pop(id) {
+            self.bytes -= old.len() as u64;
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
         self.bytes

@@ -12,6 +12,9 @@ use tokio::sync::watch;
 
 type BlockResult = Option<Result<Bytes, FsError>>;
 
+/// How far behind a sequential reader's current block its consumed blocks are released.
+const SEQUENTIAL_LAG_BLOCKS: u64 = 4;
+
 /// Cached blocks and blocks being fetched, under one lock so a block is fetched once.
 pub(super) struct BlockState {
     cache: BlockCache,
@@ -48,6 +51,8 @@ pub(super) struct OpenFile {
     /// Highest block whose fetch this handle has started, so a sequential reader does not
     /// rescan its whole prefetch window on every request (`u64::MAX`: none yet).
     requested_until: AtomicU64,
+    /// Blocks below this one were read through by this handle and released from the cache.
+    released_until: AtomicU64,
 }
 
 impl OpenFile {
@@ -59,6 +64,7 @@ impl OpenFile {
             size,
             sequence: Mutex::new(Sequence::default()),
             requested_until: AtomicU64::new(u64::MAX),
+            released_until: AtomicU64::new(0),
         }
     }
 
@@ -143,6 +149,9 @@ impl<S: ObjectStore> Fs<S> {
             file.requested_until.fetch_max(target, Ordering::Relaxed);
         }
 
+        if ahead > 0 {
+            self.release_read_blocks(file, first);
+        }
         if first == last {
             let block = self.block(file, first).await?;
             let from = (offset - first * bs) as usize;
@@ -160,6 +169,26 @@ impl<S: ObjectStore> Fs<S> {
             }
         }
         Ok(out.freeze())
+    }
+
+    /// A sequential reader has gone past the blocks well behind `first`: the kernel keeps
+    /// what it read in its page cache, so holding a second copy would only make a long read
+    /// fill the cache with fresh memory (page faults on every block) and push out blocks that
+    /// random readers come back to. Releasing them returns their buffers to the pool at once.
+    /// The lag covers the kernel's reads arriving a little out of order.
+    fn release_read_blocks(&self, file: &OpenFile, first: u64) {
+        let until = first.saturating_sub(SEQUENTIAL_LAG_BLOCKS);
+        let from = file.released_until.fetch_max(until, Ordering::Relaxed);
+        if from >= until {
+            return;
+        }
+        let mut state = lock(&self.blocks);
+        for index in from..until {
+            state.cache.remove(&BlockId {
+                object: file.object.clone(),
+                index,
+            });
+        }
     }
 
     /// Starts GETs for the blocks in `first..=last` that are neither cached nor already being
