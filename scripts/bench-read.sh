@@ -4,7 +4,10 @@
 #       (examples/direct_get.rs, built on s3role's own store layer),
 #   (b) sequential read of the same object through a fresh s3role mount (dd bs=1M),
 #   (c) their ratio (target: mount >= 0.8 x direct), from the medians of RUNS runs of each
-#       (bests shown too); each mount run is a fresh mount, so no cache is warm,
+#       (bests shown too); each mount run is a fresh mount, so no cache is warm. (a)-(c) run
+#       twice: pinned (server on CPU 0, clients on the others: does the mount keep up with
+#       what the server delivers, as it would with S3 on other machines?) and shared (all on
+#       every core: the CPU each client spends per byte counts too). The headline is pinned,
 #   (d) random 4 KiB preads through a fresh mount (and the same with the direct client),
 #   (e) `ls -l` of a directory of 10,000 objects, cold (first after mount) and again.
 # For every phase it also reports the S3 requests the server saw and the CPU used by s3role
@@ -12,7 +15,7 @@
 # data and the source file live on tmpfs; the mount, the server and all files are removed on
 # exit, also on failure or Ctrl-C.
 #
-#   scripts/bench-read.sh          (about 6 minutes on 2 cores once built and installed)
+#   scripts/bench-read.sh          (about 8 minutes on 2 cores once built and installed)
 #
 # Needs: cargo, python3 with boto3, fuse3 (fusermount3), curl; strace for the optional
 # read-size diagnostic; root only for the read-ahead what-if (skipped otherwise).
@@ -23,7 +26,7 @@
 #                                   4 KiB chunks and tops out near 250 MiB/s on 2 cores, ignores
 #                                   If-Match on GET and answers HEAD of a "directory" key with
 #                                   500; see scripts/bench-server.sh)
-#   BIG_MIB=1024 NFILES=10000 RANDOM_READS=2000 RUNS=3
+#   BIG_MIB=1024 NFILES=10000 RANDOM_READS=2000 RUNS=5
 #   PART_SIZE=8M CONCURRENCY=8      direct client settings
 #   MOUNT_OPTS="..."                extra `s3role mount` options (e.g. "--cache-size 1G")
 #   S3ROLE_LOG=...                  RUST_LOG for s3role (default: its own default)
@@ -41,7 +44,7 @@ cd "$(dirname "$0")/.."
 BIG_MIB=${BIG_MIB:-1024}
 NFILES=${NFILES:-10000}
 RANDOM_READS=${RANDOM_READS:-2000}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 PART_SIZE=${PART_SIZE:-8M}
 CONCURRENCY=${CONCURRENCY:-8}
 MOUNT_OPTS=${MOUNT_OPTS:-}
@@ -107,7 +110,7 @@ best() { printf '%s\n' "$@" | sort -g | tail -n1; }
 # mount_start [BUCKET]: a fresh mount of BUCKET (default: the big object's) on $MNT.
 mount_start() {
     # No role: the server has static keys only, taken from the environment like any client.
-    env AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+    "${PIN[@]}" env AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
         ${S3ROLE_LOG:+RUST_LOG=$S3ROLE_LOG} \
         "$S3ROLE" mount "${1:-$BUCKET}" "$MNT" -f --endpoint-url "$S3_ENDPOINT" --path-style --region us-east-1 \
         $MOUNT_OPTS >>"$WORK/s3role.log" 2>&1 &
@@ -241,55 +244,90 @@ else
 fi
 echo "$PROBE" >&2
 
-# ---- (a) direct client ----------------------------------------------------------------------
-DIRECT_MIBS=()
-for run in $(seq 1 "$RUNS"); do
-    log "direct client run $run/$RUNS (part $PART_SIZE, $CONCURRENCY in flight)"
-    snap d0
-    cpu_begin
-    t0=$(now)
-    out=$(cpu_of "$DIRECT" "$S3_ENDPOINT" "$BUCKET" "$BIG_KEY" \
-        --part-size "$PART_SIZE" --concurrency "$CONCURRENCY")
-    secs=$(calc "$(now) - $t0" 3)
-    cpu_end "$secs"
-    snap d1
-    mibs=$(echo "$out" | grep -o 'mib_per_s=[0-9.]*' | cut -d= -f2)
-    client_cpu=$(echo "$out" | grep -o 'cpu_seconds=[0-9.]*' | cut -d= -f2)
-    DIRECT_MIBS+=("$mibs")
-    DIRECT_CPU="client ${client_cpu}s CPU (incl. start-up), server ${CPU_SERVER}%, machine ${CPU_MACHINE}/$NCPU cores busy"
-    DIRECT_CPU_GIB="client $(calc "$client_cpu / $BIG_MIB * 1024" 2) s, server $(calc "$CPU_SERVER_SECS / $BIG_MIB * 1024" 2) s"
-    DIRECT_REQS=$(reqs d0 d1)
-    echo "   $mibs MiB/s; $DIRECT_CPU; $DIRECT_REQS" >&2
-done
+# ---- (a)-(c) sequential reads: direct client and mount, alternating ------------------------
+# Two settings, RUNS pairs each:
+#   pinned  the server on CPU 0, every client (the direct client; s3role and dd) on the other
+#           CPUs. The server stands in for S3, which in real use runs on other machines, so
+#           this asks whether the mount keeps up with what "the network" delivers.
+#   shared  no pinning: server and clients compete for every core, so the ratio also
+#           reflects how much CPU each client spends per byte (shown as CPU per GiB).
+# The headline ratio is the pinned one (the shared one on a single-core machine).
+PIN=()
+pin_server() { taskset -a -p -c "$1" "$BENCH_SERVER_PID" >/dev/null 2>&1 || true; }
 
-# ---- (b) sequential read through the mount ---------------------------------------------------
-MOUNT_MIBS=()
-for run in $(seq 1 "$RUNS"); do
-    log "mount sequential read run $run/$RUNS (fresh mount, dd bs=1M)"
-    mount_start
-    snap m0
-    cpu_begin
-    t0=$(now)
-    out=$(cpu_of dd if="$MNT/$BIG_KEY" of=/dev/null bs=1M status=none)
-    secs=$(calc "$(now) - $t0" 3)
-    cpu_end "$secs"
-    snap m1
-    dd_cpu=$(echo "$out" | grep -o 'cpu_seconds=[0-9.]*' | cut -d= -f2)
-    MOUNT_CPU_GIB="s3role $(calc "$CPU_MOUNT_SECS / $BIG_MIB * 1024" 2) s + reader (dd) $(calc "$dd_cpu / $BIG_MIB * 1024" 2) s, server $(calc "$CPU_SERVER_SECS / $BIG_MIB * 1024" 2) s"
-    mibs=$(calc "$BIG_MIB / $secs")
-    MOUNT_MIBS+=("$mibs")
-    SEQ_REQS=$(reqs m0 m1)
-    SEQ_CPU="s3role ${CPU_MOUNT}%, server ${CPU_SERVER}%, machine ${CPU_MACHINE}/$NCPU cores busy"
-    echo "   $mibs MiB/s in $secs s; $SEQ_CPU; $SEQ_REQS" >&2
-    mount_stop
-done
+# sequential_phase NAME: runs the pairs and stores the summary lines in SUMMARY_<NAME> and
+# the median ratio in RATIO_<NAME>.
+sequential_phase() {
+    local name=$1 run out secs mibs client_cpu dd_cpu
+    local direct=() mount=() direct_cpu direct_gib direct_reqs seq_cpu mount_gib seq_reqs
+    for run in $(seq 1 "$RUNS"); do
+        log "$name: direct client run $run/$RUNS (part $PART_SIZE, $CONCURRENCY in flight)"
+        snap d0
+        cpu_begin
+        t0=$(now)
+        out=$(cpu_of "${PIN[@]}" "$DIRECT" "$S3_ENDPOINT" "$BUCKET" "$BIG_KEY" \
+            --part-size "$PART_SIZE" --concurrency "$CONCURRENCY")
+        secs=$(calc "$(now) - $t0" 3)
+        cpu_end "$secs"
+        snap d1
+        mibs=$(echo "$out" | grep -o 'mib_per_s=[0-9.]*' | cut -d= -f2)
+        client_cpu=$(echo "$out" | grep -o 'cpu_seconds=[0-9.]*' | cut -d= -f2)
+        direct+=("$mibs")
+        direct_cpu="client ${client_cpu}s CPU (incl. start-up), server ${CPU_SERVER}%, machine ${CPU_MACHINE}/$NCPU cores busy"
+        direct_gib="client $(calc "$client_cpu / $BIG_MIB * 1024" 2) s, server $(calc "$CPU_SERVER_SECS / $BIG_MIB * 1024" 2) s"
+        direct_reqs=$(reqs d0 d1)
+        echo "   $mibs MiB/s; $direct_cpu; $direct_reqs" >&2
 
-DIRECT_MED=$(median "${DIRECT_MIBS[@]}")
-DIRECT_BEST=$(best "${DIRECT_MIBS[@]}")
-MOUNT_MED=$(median "${MOUNT_MIBS[@]}")
-MOUNT_BEST=$(best "${MOUNT_MIBS[@]}")
-RATIO=$(calc "$MOUNT_MED / $DIRECT_MED" 2)
-RATIO_BEST=$(calc "$MOUNT_BEST / $DIRECT_BEST" 2)
+        log "$name: mount sequential read run $run/$RUNS (fresh mount, dd bs=1M)"
+        mount_start
+        snap m0
+        cpu_begin
+        t0=$(now)
+        out=$(cpu_of "${PIN[@]}" dd if="$MNT/$BIG_KEY" of=/dev/null bs=1M status=none)
+        secs=$(calc "$(now) - $t0" 3)
+        cpu_end "$secs"
+        snap m1
+        dd_cpu=$(echo "$out" | grep -o 'cpu_seconds=[0-9.]*' | cut -d= -f2)
+        mount_gib="s3role $(calc "$CPU_MOUNT_SECS / $BIG_MIB * 1024" 2) s + reader (dd) $(calc "$dd_cpu / $BIG_MIB * 1024" 2) s, server $(calc "$CPU_SERVER_SECS / $BIG_MIB * 1024" 2) s"
+        mibs=$(calc "$BIG_MIB / $secs")
+        mount+=("$mibs")
+        seq_reqs=$(reqs m0 m1)
+        seq_cpu="s3role ${CPU_MOUNT}%, server ${CPU_SERVER}%, machine ${CPU_MACHINE}/$NCPU cores busy"
+        echo "   $mibs MiB/s in $secs s; $seq_cpu; $seq_reqs" >&2
+        mount_stop
+    done
+    local dmed dbest mmed mbest ratio rbest
+    dmed=$(median "${direct[@]}") dbest=$(best "${direct[@]}")
+    mmed=$(median "${mount[@]}") mbest=$(best "${mount[@]}")
+    ratio=$(calc "$mmed / $dmed" 2) rbest=$(calc "$mbest / $dbest" 2)
+    printf -v "RATIO_$name" '%s' "$ratio"
+    printf -v "DIRECT_MED_$name" '%s' "$dmed"
+    printf -v "SUMMARY_$name" '%s\n' \
+        "    direct      ${direct[*]}  -> median $dmed, best $dbest  (part $PART_SIZE, $CONCURRENCY in flight)" \
+        "                last run: $direct_cpu" \
+        "                requests: $direct_reqs" \
+        "    mount       ${mount[*]}  -> median $mmed, best $mbest  (fresh mount each, dd bs=1M)" \
+        "                last run: $seq_cpu" \
+        "                requests: $seq_reqs" \
+        "    ratio       mount/direct = $ratio (medians), $rbest (bests)" \
+        "    CPU per GiB direct: $direct_gib; mount: $mount_gib (last runs)"
+}
+
+if ((NCPU >= 2)); then
+    CLIENT_CPUS=1-$((NCPU - 1))
+    pin_server 0
+    PIN=(taskset -c "$CLIENT_CPUS")
+    sequential_phase pinned
+    pin_server "0-$((NCPU - 1))"
+    PIN=()
+    PINNED_DESC="server on CPU 0, clients on CPUs $CLIENT_CPUS"
+fi
+sequential_phase shared
+if ((NCPU >= 2)); then
+    RATIO=$RATIO_pinned HEADLINE="pinned" DIRECT_MED=$DIRECT_MED_pinned
+else
+    RATIO=$RATIO_shared HEADLINE="shared (single core)" DIRECT_MED=$DIRECT_MED_shared
+fi
 VERDICT=$(awk "BEGIN { print ($RATIO >= 0.8) ? \"meets the 0.8 target\" : \"BELOW the 0.8 target\" }")
 
 # ---- (d) random 4 KiB reads ------------------------------------------------------------------
@@ -403,15 +441,10 @@ cat <<EOF
 ==================== s3role read benchmark ====================
 server           $BENCH_SERVER at $S3_ENDPOINT (data on tmpfs); If-Match on GET: $IF_MATCH
 machine          $NCPU cores, kernel $(uname -r), background load $BG cores before the runs, load avg at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg); s3role $REV
-object           $BIG_MIB MiB; $RUNS runs each; figures are MiB/s (median, best)
-(a) direct       ${DIRECT_MIBS[*]}  -> median $DIRECT_MED, best $DIRECT_BEST  (part $PART_SIZE, $CONCURRENCY in flight)
-    last run     $DIRECT_CPU
-                 requests: $DIRECT_REQS
-(b) mount        ${MOUNT_MIBS[*]}  -> median $MOUNT_MED, best $MOUNT_BEST  (fresh mount each, dd bs=1M)
-    last run     $SEQ_CPU
-                 requests: $SEQ_REQS
-(c) ratio        mount/direct = $RATIO (medians), $RATIO_BEST (bests): $VERDICT
-    CPU per GiB  direct: $DIRECT_CPU_GIB; mount: $MOUNT_CPU_GIB (last runs)
+object           $BIG_MIB MiB; $RUNS runs each, direct and mount alternating; figures are MiB/s
+(a)-(c) pinned   ${PINNED_DESC:-(single core: not run)}
+${SUMMARY_pinned:-}(a)-(c) shared   server and clients on all $NCPU cores
+${SUMMARY_shared}ratio            $RATIO ($HEADLINE, medians): $VERDICT
 (d) random 4KiB  mount:  $(echo "$RAND" | sed 's/random_reads=[0-9]* read_size=[0-9]* //')
                  requests: $RAND_REQS
                  direct: $(echo "$RAND_DIRECT" | sed 's/random_reads=[0-9]* read_size=[0-9]* //')
