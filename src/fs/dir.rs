@@ -34,6 +34,17 @@ pub struct Listing {
     pub fill_started: AtomicBool,
 }
 
+impl Clone for Listing {
+    fn clone(&self) -> Self {
+        Listing {
+            entries: self.entries.clone(),
+            marker: self.marker.clone(),
+            fetched: self.fetched,
+            fill_started: AtomicBool::new(self.fill_started.load(std::sync::atomic::Ordering::Relaxed)),
+        }
+    }
+}
+
 impl Listing {
     /// The entry called `name`.
     pub fn find(&self, name: &str) -> Option<&DirEntry> {

@@ -133,6 +133,9 @@ pub struct Fs<S: ObjectStore> {
     cfg: FsConfig,
     inodes: Mutex<InodeTable>,
     listings: Mutex<HashMap<String, Arc<Listing>>>,
+    /// Changes this mount has made (writes, deletes); a listing fetched while one happened
+    /// is not cached.
+    changes: AtomicU64,
     list_flight: SingleFlight<String, Result<Arc<Listing>, FsError>>,
     heads: Mutex<lru::LruCache<String, (HeadResult, Instant)>>,
     head_flight: SingleFlight<String, HeadResult>,
@@ -173,6 +176,7 @@ impl<S: ObjectStore> Fs<S> {
             cfg,
             inodes: Mutex::new(InodeTable::new()),
             listings: Mutex::new(HashMap::new()),
+            changes: AtomicU64::new(0),
             list_flight: SingleFlight::default(),
             heads: Mutex::new(heads),
             head_flight: SingleFlight::default(),
@@ -231,10 +235,15 @@ impl<S: ObjectStore> Fs<S> {
         self.list_flight
             .run(prefix, || async move {
                 me.stats.lists.fetch_add(1, Ordering::Relaxed);
+                let changes = me.changes.load(Ordering::Relaxed);
                 let listing = Arc::new(dir::list_dir(me.store.as_ref(), &p).await?);
-                let mut all = lock(&me.listings);
-                all.retain(|_, l| me.fresh(l.fetched));
-                all.insert(p, listing.clone());
+                // A listing that raced with a change made here may lack it: use it once,
+                // do not keep it.
+                if me.changes.load(Ordering::Relaxed) == changes {
+                    let mut all = lock(&me.listings);
+                    all.retain(|_, l| me.fresh(l.fetched));
+                    all.insert(p, listing.clone());
+                }
                 Ok(listing)
             })
             .await
@@ -693,6 +702,7 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Records a new version of `key`: attributes for the kernel, caches dropped.
     pub(super) fn uploaded(&self, ino: u64, key: &str, attr: Attr, etag: String) {
+        self.wrote_key(key, attr.size, &etag, attr.mtime);
         if let Some(node) = lock(&self.inodes).get_mut(ino) {
             node.stat = Some(Stat {
                 attr: Attr { ino, ..attr },
@@ -700,7 +710,6 @@ impl<S: ObjectStore> Fs<S> {
                 fetched: Instant::now(),
             });
         }
-        self.forget_key(key);
     }
 
     /// Marks directory `ino` (or file) as changed now: its mtime (for a directory whose
@@ -724,13 +733,71 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Drops what is cached about `key` and the listing of its directory.
     pub(super) fn forget_key(&self, key: &str) {
-        lock(&self.heads).pop(key);
-        lock(&self.heads).pop(&format!("{key}/"));
-        let parent = match key.trim_end_matches('/').rfind('/') {
-            Some(i) => key[..=i].to_owned(),
-            None => String::new(),
+        self.local_change(key);
+        lock(&self.listings).remove(&parent_prefix(key));
+    }
+
+    /// Records that this mount wrote `key` (a `dir/` key is a directory marker): its cached
+    /// HEAD is dropped and the cached listing of its directory gains the entry, so the next
+    /// lookups and creates in that directory need no request.
+    pub(super) fn wrote_key(&self, key: &str, size: u64, etag: &str, mtime: SystemTime) {
+        self.local_change(key);
+        let name = key.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+        let entry = DirEntry {
+            name: name.to_owned(),
+            kind: if key.ends_with('/') { Kind::Dir } else { Kind::File },
+            size: if key.ends_with('/') { 0 } else { size },
+            etag: if key.ends_with('/') {
+                String::new()
+            } else {
+                etag.to_owned()
+            },
+            mtime,
         };
-        lock(&self.listings).remove(&parent);
+        self.patch_listing(key, |entries| {
+            match entries.binary_search_by(|e| e.name.as_str().cmp(name)) {
+                // A directory shadows an object of the same name, as in a fresh listing.
+                Ok(i) if entries[i].kind == Kind::Dir && entry.kind != Kind::Dir => {}
+                Ok(i) => entries[i] = entry,
+                Err(i) => entries.insert(i, entry),
+            }
+        });
+    }
+
+    /// Records that this mount deleted `key` (which was the only thing at its name).
+    pub(super) fn deleted_key(&self, key: &str) {
+        self.local_change(key);
+        let name = key.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+        let dir = key.ends_with('/');
+        self.patch_listing(key, |entries| {
+            if let Ok(i) = entries.binary_search_by(|e| e.name.as_str().cmp(name))
+                && (entries[i].kind == Kind::Dir) == dir
+            {
+                entries.remove(i);
+            }
+        });
+    }
+
+    fn local_change(&self, key: &str) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        let mut heads = lock(&self.heads);
+        heads.pop(key);
+        heads.pop(&format!("{}/", key.trim_end_matches('/')));
+        heads.pop(key.trim_end_matches('/'));
+    }
+
+    /// Applies a change to the cached listing of `key`'s directory, if there is a fresh one.
+    fn patch_listing(&self, key: &str, change: impl FnOnce(&mut Vec<DirEntry>)) {
+        let parent = parent_prefix(key);
+        let mut listings = lock(&self.listings);
+        let Some(listing) = listings.get_mut(&parent) else {
+            return;
+        };
+        if !self.fresh(listing.fetched) {
+            listings.remove(&parent);
+            return;
+        }
+        change(&mut Arc::make_mut(listing).entries);
     }
 
     /// Drops every cached listing and HEAD (after a directory rename).
@@ -836,6 +903,14 @@ impl<S: ObjectStore> Fs<S> {
     /// Inodes currently known (for tests and status).
     pub fn inode_count(&self) -> usize {
         lock(&self.inodes).count()
+    }
+}
+
+/// The listing prefix of the directory holding `key` ("" for the bucket's root).
+fn parent_prefix(key: &str) -> String {
+    match key.trim_end_matches('/').rfind('/') {
+        Some(i) => key[..=i].to_owned(),
+        None => String::new(),
     }
 }
 

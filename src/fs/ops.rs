@@ -68,8 +68,9 @@ impl<S: ObjectStore> Fs<S> {
             metadata: attr::to_metadata(&attr),
             content_type: None,
         };
+        let size = body.len() as u64;
         let etag = self.store.put(key, body, &new).await?;
-        self.forget_key(key);
+        self.wrote_key(key, size, &etag, attr.mtime);
         self.touch(parent, true);
         Ok(self.remember(parent, path, attr, etag, true))
     }
@@ -121,7 +122,7 @@ impl<S: ObjectStore> Fs<S> {
         }
         let marker = self.dir_prefix(&path);
         self.store.delete(&marker).await?;
-        self.forget_key(&marker);
+        self.deleted_key(&marker);
         lock(&self.listings).remove(&marker);
         lock(&self.inodes).detach(&path);
         self.touch(parent, true);
@@ -141,7 +142,7 @@ impl<S: ObjectStore> Fs<S> {
         if let Some(d) = ino.and_then(|i| self.dirty_of(i)) {
             d.lock().await.unlinked = true;
         }
-        self.forget_key(&key);
+        self.deleted_key(&key);
         if let Some(i) = ino {
             self.touch(i, false);
         }
@@ -283,7 +284,7 @@ impl<S: ObjectStore> Fs<S> {
             if let Some(d) = ino.and_then(|i| self.dirty_of(i)) {
                 d.lock().await.key = dst_key.clone();
             }
-            self.forget_key(&src_key);
+            self.deleted_key(&src_key);
             self.forget_key(&dst_key);
         }
         lock(&self.inodes).rename(&src, &dst, newparent);

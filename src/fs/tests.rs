@@ -265,3 +265,54 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn creating_files_in_a_listed_directory_costs_one_put_each() {
+    let store = Arc::new(MemStore::new());
+    store.put("d/", "", Metadata::new());
+    store.put("d/old", "o", Metadata::new());
+    let fs = fs_over(store.clone(), "");
+    let d = path_attr(&fs, "d").await.unwrap();
+    let fh = fs.opendir(d.ino).await.unwrap();
+    fs.releasedir(fh);
+    let c = &store.counters;
+    let requests = || {
+        [&c.lists, &c.heads, &c.gets, &c.writes, &c.deletes]
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    for i in 0..5 {
+        let before = requests();
+        let name = format!("f{i}");
+        // What the kernel does: a lookup that finds nothing, then create, write, close.
+        assert_eq!(fs.lookup(d.ino, &name).await.unwrap_err().errno(), libc::ENOENT);
+        let (_, fh) = fs.create(d.ino, &name, 0o644, 0, 0).await.unwrap();
+        fs.write(fh, 0, bytes::Bytes::from(vec![i as u8; 4096])).await.unwrap();
+        fs.flush(fh).await.unwrap();
+        fs.release(fh).await;
+        assert_eq!(requests() - before, 1, "file {i}: only its PutObject");
+    }
+    // The directory shows what was written, without listing again.
+    let listed = |fs: Arc<Fs<MemStore>>| async move {
+        let fh = fs.opendir(d.ino).await.unwrap();
+        let items = fs.readdir(fh, 0).unwrap();
+        fs.releasedir(fh);
+        items
+            .into_iter()
+            .map(|i| i.name)
+            .filter(|n| !n.starts_with('.'))
+            .collect::<Vec<_>>()
+    };
+    let before = requests();
+    assert_eq!(listed(fs.clone()).await, ["f0", "f1", "f2", "f3", "f4", "old"]);
+    assert_eq!(requests(), before, "readdir from the updated listing");
+    assert_eq!(path_attr(&fs, "d/f3").await.unwrap().size, 4096);
+    // An unlink takes the name out of the cached listing too.
+    fs.unlink(d.ino, "f2").await.unwrap();
+    assert_eq!(fs.lookup(d.ino, "f2").await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(listed(fs.clone()).await, ["f0", "f1", "f3", "f4", "old"]);
+    // And S3 agrees.
+    assert_eq!(store.get("d/f3").map(|(b, _, _)| b.len()), Some(4096));
+    assert!(store.get("d/f2").is_none());
+}
