@@ -2,12 +2,14 @@
 //! made of S3 requests that leave the bucket in a state s3fs reads the same way.
 
 use super::attr::{self, Attr, Kind};
+use super::dir::Listing;
 use super::write::{MAX_PART, split_even};
 use super::{Fs, FsError, ROOT_INO, lock};
-use crate::store::{NewObject, ObjectStore, StoreError};
+use crate::store::{NewObject, ObjectInfo, ObjectStore, StoreError};
 use bytes::Bytes;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::AtomicBool;
+use std::time::{Instant, SystemTime};
 
 /// The attribute changes of one setattr call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,7 +90,22 @@ impl<S: ObjectStore> Fs<S> {
         let attr = Attr::new(Kind::Dir, 0, (mode & 0o7777) as u16, uid, gid, SystemTime::now());
         let marker = self.dir_prefix(&path);
         let attr = self.put_node(parent, &path, &marker, attr, Bytes::new()).await?;
-        lock(&self.listings).remove(&marker);
+        // Nothing was under the name (free_name made sure): the new directory is empty, so
+        // the lookups and creates that usually follow a mkdir need no listing.
+        let empty = Listing {
+            entries: Vec::new(),
+            marker: Some(ObjectInfo {
+                key: marker.clone(),
+                size: 0,
+                etag: String::new(),
+                last_modified: attr.mtime,
+                metadata: None,
+                content_type: None,
+            }),
+            fetched: Instant::now(),
+            fill_started: AtomicBool::new(false),
+        };
+        lock(&self.listings).insert(marker, Arc::new(empty));
         Ok(attr)
     }
 

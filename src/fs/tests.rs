@@ -293,6 +293,14 @@ async fn creating_files_in_a_listed_directory_costs_one_put_each() {
         fs.release(fh).await;
         assert_eq!(requests() - before, 1, "file {i}: only its PutObject");
     }
+    // A new directory starts with a listing of its own: files go in at one PUT each.
+    let sub = fs.mkdir(d.ino, "sub", 0o755, 0, 0).await.unwrap();
+    let before = requests();
+    assert_eq!(fs.lookup(sub.ino, "x").await.unwrap_err().errno(), libc::ENOENT);
+    let (_, fh) = fs.create(sub.ino, "x", 0o644, 0, 0).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await;
+    assert_eq!(requests() - before, 1, "a file in a new directory: only its PutObject");
     // The directory shows what was written, without listing again.
     let listed = |fs: Arc<Fs<MemStore>>| async move {
         let fh = fs.opendir(d.ino).await.unwrap();
@@ -305,14 +313,15 @@ async fn creating_files_in_a_listed_directory_costs_one_put_each() {
             .collect::<Vec<_>>()
     };
     let before = requests();
-    assert_eq!(listed(fs.clone()).await, ["f0", "f1", "f2", "f3", "f4", "old"]);
+    assert_eq!(listed(fs.clone()).await, ["f0", "f1", "f2", "f3", "f4", "old", "sub"]);
     assert_eq!(requests(), before, "readdir from the updated listing");
     assert_eq!(path_attr(&fs, "d/f3").await.unwrap().size, 4096);
     // An unlink takes the name out of the cached listing too.
     fs.unlink(d.ino, "f2").await.unwrap();
     assert_eq!(fs.lookup(d.ino, "f2").await.unwrap_err().errno(), libc::ENOENT);
-    assert_eq!(listed(fs.clone()).await, ["f0", "f1", "f3", "f4", "old"]);
+    assert_eq!(listed(fs.clone()).await, ["f0", "f1", "f3", "f4", "old", "sub"]);
     // And S3 agrees.
     assert_eq!(store.get("d/f3").map(|(b, _, _)| b.len()), Some(4096));
     assert!(store.get("d/f2").is_none());
+    assert_eq!(path_attr(&fs, "d/sub/x").await.unwrap().size, 0);
 }
