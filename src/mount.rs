@@ -137,6 +137,10 @@ fn fuse_config(args: &MountArgs, source: &Source) -> fuser::Config {
     cfg
 }
 
+/// Set once a signal asked for the unmount, so the way the kernel then ends the session
+/// (ENODEV or ECONNABORTED, depending on the kernel) counts as a clean end.
+static UNMOUNT_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// On SIGTERM or SIGINT, detaches the mount. Files still open keep working until closed;
 /// when the last one is closed the kernel ends the session, and pending uploads finish
 /// before the process exits.
@@ -150,6 +154,7 @@ async fn unmount_on_signal(mountpoint: PathBuf) {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("signal received: unmounting once open files are closed and uploads are done");
+    UNMOUNT_REQUESTED.store(true, std::sync::atomic::Ordering::Relaxed);
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
@@ -324,6 +329,12 @@ pub fn run(args: MountArgs) -> ExitCode {
     rt.shutdown_timeout(Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.raw_os_error() == Some(libc::ECONNABORTED)
+                && UNMOUNT_REQUESTED.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!("the FUSE session ended with an error: {e}");
             ExitCode::FAILURE
