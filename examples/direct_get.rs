@@ -110,6 +110,23 @@ async fn fetch(store: &S3Store, key: &str, range: std::ops::Range<u64>, etag: Op
     Ok(n)
 }
 
+/// `fetch`, failing unless the whole range came back.
+async fn fetch_exact(
+    store: &S3Store,
+    key: &str,
+    range: std::ops::Range<u64>,
+    etag: Option<&str>,
+) -> Result<u64, String> {
+    let (first, last, want) = (range.start, range.end - 1, range.end - range.start);
+    let n = fetch(store, key, range, etag)
+        .await
+        .map_err(|e| format!("GET {first}-{last}: {e}"))?;
+    if n != want {
+        return Err(format!("GET {first}-{last}: {n} bytes instead of {want}"));
+    }
+    Ok(n)
+}
+
 /// One full download: `concurrency` workers take the next part until none is left.
 async fn download(store: &Arc<S3Store>, o: &Arc<Opts>, size: u64, etag: &Arc<String>) -> Result<(u64, u64), String> {
     let parts = size.div_ceil(o.part_size);
@@ -125,19 +142,8 @@ async fn download(store: &Arc<S3Store>, o: &Arc<Opts>, size: u64, etag: &Arc<Str
                     return Ok::<u64, String>(got);
                 }
                 let range = i * o.part_size..((i + 1) * o.part_size).min(size);
-                let want = range.end - range.start;
                 let m = if o.if_match { Some(etag.as_str()) } else { None };
-                let n = fetch(&store, &o.key, range.clone(), m)
-                    .await
-                    .map_err(|e| format!("GET {}-{}: {e}", range.start, range.end - 1))?;
-                if n != want {
-                    return Err(format!(
-                        "GET {}-{}: {n} bytes instead of {want}",
-                        range.start,
-                        range.end - 1
-                    ));
-                }
-                got += n;
+                got += fetch_exact(&store, &o.key, range, m).await?;
             }
         });
     }
@@ -157,19 +163,9 @@ async fn random_reads(store: &S3Store, o: &Opts, size: u64, etag: &str) -> Resul
     for _ in 0..o.random {
         let start = rng.u64(..slots) * o.read_size;
         let range = start..(start + o.read_size).min(size);
-        let want = range.end - range.start;
         let t1 = Instant::now();
         let m = if o.if_match { Some(etag) } else { None };
-        let n = fetch(store, &o.key, range.clone(), m)
-            .await
-            .map_err(|e| format!("GET {}-{}: {e}", range.start, range.end - 1))?;
-        if n != want {
-            return Err(format!(
-                "GET {}-{}: {n} bytes instead of {want}",
-                range.start,
-                range.end - 1
-            ));
-        }
+        fetch_exact(store, &o.key, range, m).await?;
         lat.push(t1.elapsed().as_secs_f64() * 1000.0);
     }
     let secs = t.elapsed().as_secs_f64();

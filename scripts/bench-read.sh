@@ -253,7 +253,6 @@ echo "$PROBE" >&2
 #           reflects how much CPU each client spends per byte (shown as CPU per GiB).
 # The headline ratio is the pinned one (the shared one on a single-core machine).
 PIN=()
-pin_server() { taskset -a -p -c "$1" "$BENCH_SERVER_PID" >/dev/null 2>&1 || true; }
 
 # sequential_phase NAME: runs the pairs and stores the summary lines in SUMMARY_<NAME> and
 # the median ratio in RATIO_<NAME>.
@@ -315,10 +314,10 @@ sequential_phase() {
 
 if ((NCPU >= 2)); then
     CLIENT_CPUS=1-$((NCPU - 1))
-    pin_server 0
+    bench_server_pin 0
     PIN=(taskset -c "$CLIENT_CPUS")
     sequential_phase pinned
-    pin_server "0-$((NCPU - 1))"
+    bench_server_pin "0-$((NCPU - 1))"
     PIN=()
     PINNED_DESC="server on CPU 0, clients on CPUs $CLIENT_CPUS"
 fi

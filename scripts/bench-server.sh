@@ -173,6 +173,10 @@ J
     echo "bench-server: $kind (pid $BENCH_SERVER_PID) at $S3_ENDPOINT, data in $BENCH_SERVER_DATA" >&2
 }
 
+# bench_server_pin CPUS: moves every thread of the server to CPUS (a taskset list), so the
+# benchmarks can give it cores of its own, as S3 has machines of its own.
+bench_server_pin() { taskset -a -p -c "$1" "$BENCH_SERVER_PID" >/dev/null 2>&1 || true; }
+
 # Stops the server (TERM, then KILL after 10 s) and deletes its data. Safe to call twice.
 bench_server_stop() {
     if [[ -n ${BENCH_SERVER_PID:-} ]]; then

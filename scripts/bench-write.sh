@@ -89,7 +89,6 @@ head -c $((BIG_MIB << 20)) /dev/urandom >"$SRC"
 # would with S3 on other machines) and shared (everything on every core, so the CPU each
 # client spends per byte counts too). The headline ratio is the pinned one.
 PIN=()
-pin_server() { taskset -a -p -c "$1" "$BENCH_SERVER_PID" >/dev/null 2>&1 || true; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 HZ=$(getconf CLK_TCK)
 # cpu_gib START_TICKS END_TICKS: CPU seconds per GiB written.
@@ -123,23 +122,24 @@ write_phase() {
     cmp -s "$SRC" "$MNT/big-1" || { echo "the written object differs from its source" >&2; exit 1; }
     rm -f "$MNT"/big-* "$MNT"/direct-* # the server's data is on tmpfs
     unmount
-    local dmed mmed dbest mbest
+    local dmed mmed dbest mbest ratio
     dmed=$(printf '%s\n' "${direct[@]}" | median) mmed=$(printf '%s\n' "${mounted[@]}" | median)
     dbest=$(printf '%s\n' "${direct[@]}" | best) mbest=$(printf '%s\n' "${mounted[@]}" | best)
-    printf -v "RATIO_$name" '%s' "$(python3 -c "print(f'{$mmed / $dmed:.2f}')")"
+    ratio=$(python3 -c "print(f'{$mmed / $dmed:.2f}')")
+    printf -v "RATIO_$name" '%s' "$ratio"
     printf -v "SUMMARY_$name" '%s\n' \
         "  direct multipart upload:  ${direct[*]} -> median $dmed, best $dbest MiB/s" \
         "  write through the mount:  ${mounted[*]} -> median $mmed, best $mbest MiB/s (to the end of close)" \
-        "  ratio mount / direct:     $(python3 -c "print(f'{$mmed / $dmed:.2f}')") (medians), $(python3 -c "print(f'{$mbest / $dbest:.2f}')") (bests)" \
+        "  ratio mount / direct:     $ratio (medians), $(python3 -c "print(f'{$mbest / $dbest:.2f}')") (bests)" \
         "  CPU per GiB (last runs):  direct: $direct_cpu; mount: $mount_cpu"
 }
 
 NCPU=$(nproc)
 if ((NCPU >= 2)); then
-    pin_server 0
+    bench_server_pin 0
     PIN=(taskset -c "1-$((NCPU - 1))")
     write_phase pinned
-    pin_server "0-$((NCPU - 1))"
+    bench_server_pin "0-$((NCPU - 1))"
     PIN=()
 fi
 write_phase shared

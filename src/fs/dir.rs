@@ -46,12 +46,49 @@ impl Clone for Listing {
 }
 
 impl Listing {
+    /// The listing of a directory this mount has just made: its marker and nothing else.
+    pub fn new_dir(marker_key: String, mtime: SystemTime) -> Listing {
+        Listing {
+            entries: Vec::new(),
+            marker: Some(ObjectInfo {
+                key: marker_key,
+                size: 0,
+                etag: String::new(),
+                last_modified: mtime,
+                metadata: None,
+                content_type: None,
+            }),
+            fetched: Instant::now(),
+            fill_started: AtomicBool::new(false),
+        }
+    }
+
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.entries.binary_search_by(|e| e.name.as_str().cmp(name))
+    }
+
     /// The entry called `name`.
     pub fn find(&self, name: &str) -> Option<&DirEntry> {
-        self.entries
-            .binary_search_by(|e| e.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.position(name).ok().map(|i| &self.entries[i])
+    }
+
+    /// Adds or replaces an entry, as a fresh listing would show it: a directory hides an
+    /// object of the same name.
+    pub fn upsert(&mut self, entry: DirEntry) {
+        match self.position(&entry.name) {
+            Ok(i) if self.entries[i].kind == Kind::Dir && entry.kind != Kind::Dir => {}
+            Ok(i) => self.entries[i] = entry,
+            Err(i) => self.entries.insert(i, entry),
+        }
+    }
+
+    /// Removes `name` if it is a directory (`dir`) or an object (`!dir`).
+    pub fn remove(&mut self, name: &str, dir: bool) {
+        if let Ok(i) = self.position(name)
+            && (self.entries[i].kind == Kind::Dir) == dir
+        {
+            self.entries.remove(i);
+        }
     }
 
     /// Whether the directory exists at all (it has a marker or anything under it).

@@ -734,70 +734,51 @@ impl<S: ObjectStore> Fs<S> {
     /// Drops what is cached about `key` and the listing of its directory.
     pub(super) fn forget_key(&self, key: &str) {
         self.local_change(key);
-        lock(&self.listings).remove(&parent_prefix(key));
+        lock(&self.listings).remove(split_key(key).0);
     }
 
     /// Records that this mount wrote `key` (a `dir/` key is a directory marker): its cached
     /// HEAD is dropped and the cached listing of its directory gains the entry, so the next
     /// lookups and creates in that directory need no request.
     pub(super) fn wrote_key(&self, key: &str, size: u64, etag: &str, mtime: SystemTime) {
-        self.local_change(key);
-        let name = key.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+        let dir = key.ends_with('/');
         let entry = DirEntry {
-            name: name.to_owned(),
-            kind: if key.ends_with('/') { Kind::Dir } else { Kind::File },
-            size: if key.ends_with('/') { 0 } else { size },
-            etag: if key.ends_with('/') {
-                String::new()
-            } else {
-                etag.to_owned()
-            },
+            name: split_key(key).1.to_owned(),
+            kind: if dir { Kind::Dir } else { Kind::File },
+            size: if dir { 0 } else { size },
+            etag: if dir { String::new() } else { etag.to_owned() },
             mtime,
         };
-        self.patch_listing(key, |entries| {
-            match entries.binary_search_by(|e| e.name.as_str().cmp(name)) {
-                // A directory shadows an object of the same name, as in a fresh listing.
-                Ok(i) if entries[i].kind == Kind::Dir && entry.kind != Kind::Dir => {}
-                Ok(i) => entries[i] = entry,
-                Err(i) => entries.insert(i, entry),
-            }
-        });
+        self.patch_listing(key, |listing| listing.upsert(entry));
     }
 
     /// Records that this mount deleted `key` (which was the only thing at its name).
     pub(super) fn deleted_key(&self, key: &str) {
-        self.local_change(key);
-        let name = key.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
-        let dir = key.ends_with('/');
-        self.patch_listing(key, |entries| {
-            if let Ok(i) = entries.binary_search_by(|e| e.name.as_str().cmp(name))
-                && (entries[i].kind == Kind::Dir) == dir
-            {
-                entries.remove(i);
-            }
-        });
+        self.patch_listing(key, |listing| listing.remove(split_key(key).1, key.ends_with('/')));
     }
 
     fn local_change(&self, key: &str) {
         self.changes.fetch_add(1, Ordering::Relaxed);
+        let base = key.trim_end_matches('/');
         let mut heads = lock(&self.heads);
-        heads.pop(key);
-        heads.pop(&format!("{}/", key.trim_end_matches('/')));
-        heads.pop(key.trim_end_matches('/'));
+        heads.pop(base);
+        heads.pop(&format!("{base}/"));
     }
 
-    /// Applies a change to the cached listing of `key`'s directory, if there is a fresh one.
-    fn patch_listing(&self, key: &str, change: impl FnOnce(&mut Vec<DirEntry>)) {
-        let parent = parent_prefix(key);
+    /// Records a change this mount made at `key` and applies it to the cached listing of
+    /// `key`'s directory, if there is a fresh one.
+    fn patch_listing(&self, key: &str, change: impl FnOnce(&mut Listing)) {
+        self.local_change(key);
+        let parent = split_key(key).0;
         let mut listings = lock(&self.listings);
-        let Some(listing) = listings.get_mut(&parent) else {
+        let Some(listing) = listings.get_mut(parent) else {
             return;
         };
         if !self.fresh(listing.fetched) {
-            listings.remove(&parent);
+            listings.remove(parent);
             return;
         }
-        change(&mut Arc::make_mut(listing).entries);
+        change(Arc::make_mut(listing));
     }
 
     /// Drops every cached listing and HEAD (after a directory rename).
@@ -906,11 +887,13 @@ impl<S: ObjectStore> Fs<S> {
     }
 }
 
-/// The listing prefix of the directory holding `key` ("" for the bucket's root).
-fn parent_prefix(key: &str) -> String {
-    match key.trim_end_matches('/').rfind('/') {
-        Some(i) => key[..=i].to_owned(),
-        None => String::new(),
+/// The listing prefix of the directory holding `key` ("" for the bucket's root), and the
+/// name `key` has in it (a `dir/` marker's name has no slash).
+fn split_key(key: &str) -> (&str, &str) {
+    let base = key.trim_end_matches('/');
+    match base.rfind('/') {
+        Some(i) => (&key[..=i], &base[i + 1..]),
+        None => ("", base),
     }
 }
 

@@ -5,11 +5,10 @@ use super::attr::{self, Attr, Kind};
 use super::dir::Listing;
 use super::write::{MAX_PART, split_even};
 use super::{Fs, FsError, ROOT_INO, lock};
-use crate::store::{NewObject, ObjectInfo, ObjectStore, StoreError};
+use crate::store::{NewObject, ObjectStore, StoreError};
 use bytes::Bytes;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 /// The attribute changes of one setattr call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,20 +91,7 @@ impl<S: ObjectStore> Fs<S> {
         let attr = self.put_node(parent, &path, &marker, attr, Bytes::new()).await?;
         // Nothing was under the name (free_name made sure): the new directory is empty, so
         // the lookups and creates that usually follow a mkdir need no listing.
-        let empty = Listing {
-            entries: Vec::new(),
-            marker: Some(ObjectInfo {
-                key: marker.clone(),
-                size: 0,
-                etag: String::new(),
-                last_modified: attr.mtime,
-                metadata: None,
-                content_type: None,
-            }),
-            fetched: Instant::now(),
-            fill_started: AtomicBool::new(false),
-        };
-        lock(&self.listings).insert(marker, Arc::new(empty));
+        lock(&self.listings).insert(marker.clone(), Arc::new(Listing::new_dir(marker, attr.mtime)));
         Ok(attr)
     }
 
