@@ -138,7 +138,9 @@ fn fuse_config(args: &MountArgs, source: &Source) -> fuser::Config {
 }
 
 /// Set once a signal asked for the unmount, so the way the kernel then ends the session
-/// (ENODEV or ECONNABORTED, depending on the kernel) counts as a clean end.
+/// (ENODEV or ECONNABORTED, depending on timing) counts as a clean end. An unmount from
+/// outside (umount, `fusermount3 -u -z`) is recognised by the mount having left the table;
+/// an abort through fusectl leaves it there and stays an error.
 static UNMOUNT_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// On SIGTERM or SIGINT, detaches the mount. Files still open keep working until closed;
@@ -174,24 +176,29 @@ async fn unmount_on_signal(mountpoint: PathBuf) {
     }
 }
 
+/// The device number (`major:minor`) of the mount on `mountpoint`, from the mount table:
+/// not stat(2), because this process serves the mount and may not be answering requests.
+fn mounted_device(mountpoint: &std::path::Path) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = mountpoint.display().to_string().replace(' ', "\\040");
+    table.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4) == Some(&want.as_str())).then(|| f.get(2).map(|d| d.to_string()))?
+    })
+}
+
+/// Whether a mount of `device` is still in this process's mount table.
+fn device_still_mounted(device: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| t.lines().any(|l| l.split(' ').nth(2) == Some(device)))
+        .unwrap_or(true)
+}
+
 /// Lets the kernel read ahead 1 MiB at a time on this mount instead of its default 128 KiB,
 /// so a sequential reader sends a quarter as many requests per byte. The FUSE handshake can
 /// only lower the readahead; the mount's backing device setting can raise it (as root).
-fn raise_readahead(mountpoint: &std::path::Path) {
-    // Not stat(2): this process serves the mount and is not answering requests yet.
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let want = mountpoint.display().to_string().replace(' ', "\\040");
-    let Some(dev) = table.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        (f.get(4) == Some(&want.as_str()))
-            .then(|| f.get(2).map(|d| d.to_string()))
-            .flatten()
-    }) else {
-        return;
-    };
-    let setting = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+fn raise_readahead(device: &str) {
+    let setting = format!("/sys/class/bdi/{device}/read_ahead_kb");
     match std::fs::write(&setting, "1024") {
         Ok(()) => tracing::debug!("{setting} = 1024"),
         Err(e) => tracing::debug!("kernel readahead left as it is ({setting}: {e})"),
@@ -309,7 +316,10 @@ pub fn run(args: MountArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    raise_readahead(&mountpoint);
+    let device = mounted_device(&mountpoint);
+    if let Some(device) = &device {
+        raise_readahead(device);
+    }
     tracing::info!(source = %args.source, mountpoint = %mountpoint.display(), "mounted");
     readiness.ready();
     rt.spawn(unmount_on_signal(mountpoint.clone()));
@@ -331,7 +341,8 @@ pub fn run(args: MountArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e)
             if e.raw_os_error() == Some(libc::ECONNABORTED)
-                && UNMOUNT_REQUESTED.load(std::sync::atomic::Ordering::Relaxed) =>
+                && (UNMOUNT_REQUESTED.load(std::sync::atomic::Ordering::Relaxed)
+                    || device.as_deref().is_some_and(|d| !device_still_mounted(d))) =>
         {
             ExitCode::SUCCESS
         }

@@ -1,6 +1,6 @@
 //! A live mount answers `s3role status`, whose session expiry moves forward as the role
 //! session renews; SIGTERM during a large write lets the write finish and upload before the
-//! daemon exits, never leaving half an object.
+//! daemon exits, never leaving half an object, and so does a lazy `fusermount3 -u -z`.
 
 mod common;
 
@@ -58,10 +58,11 @@ fn status_shows_the_session_and_its_expiry_moves_forward() {
     m.unmount();
 }
 
-#[test]
-fn sigterm_during_a_large_write_finishes_the_upload_before_exiting() {
+/// Writes 48 MiB slowly, calls `stop` once 16 MiB are written, and checks that the write
+/// completes, the daemon exits cleanly and the object is whole.
+fn a_large_write_outlives(prefix: &str, stop: impl FnOnce(&Mount)) {
     let s = Server::start(&[]);
-    let mut m = Mount::start(&s, "alice", "data:/term", &s.writer_args()).expect("mount");
+    let mut m = Mount::start(&s, "alice", &format!("data:/{prefix}"), &s.writer_args()).expect("mount");
     let data = pattern(48 << 20, 11);
     let path = m.join("large.bin");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -81,9 +82,7 @@ fn sigterm_during_a_large_write_finishes_the_upload_before_exiting() {
         })
     };
     rx.recv_timeout(Duration::from_secs(30)).expect("the writer got going");
-    let pid = m.pid().expect("daemon pid") as libc::pid_t;
-    // SAFETY: signalling our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    stop(&m);
     writer
         .join()
         .expect("writer thread")
@@ -98,7 +97,7 @@ fn sigterm_during_a_large_write_finishes_the_upload_before_exiting() {
             .admin()
             .get_object()
             .bucket("data")
-            .key("term/large.bin")
+            .key(format!("{prefix}/large.bin"))
             .send()
             .await
             .expect("the object exists");
@@ -110,6 +109,27 @@ fn sigterm_during_a_large_write_finishes_the_upload_before_exiting() {
         body.len(),
         data.len()
     );
+}
+
+#[test]
+fn sigterm_during_a_large_write_finishes_the_upload_before_exiting() {
+    a_large_write_outlives("term", |m| {
+        let pid = m.pid().expect("daemon pid") as libc::pid_t;
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    });
+}
+
+#[test]
+fn a_lazy_fusermount_unmount_during_a_large_write_finishes_the_upload_before_exiting() {
+    a_large_write_outlives("lazy", |m| {
+        let st = std::process::Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&m.path)
+            .status()
+            .expect("fusermount3");
+        assert!(st.success(), "fusermount3 -u -z");
+    });
 }
 
 /// Process ids whose command line mentions `needle`.
