@@ -1,5 +1,6 @@
-//! Every way to get the source identity, then the role: EC2 instance metadata (IMDSv2), a web
-//! identity token file, a SAML assertion, a shared profile; role chains and session policies.
+//! Every way to get the source identity, then the role: EC2 instance metadata (IMDSv2), the
+//! container endpoint of ECS and EKS Pod Identity, a web identity token file, a SAML
+//! assertion, a shared profile; role chains and session policies.
 
 mod common;
 
@@ -90,6 +91,42 @@ fn instance_profile_then_cross_account_role_with_external_id() {
         b"hello from a role"
     );
     unmount(child, &mnt);
+}
+
+#[test]
+fn container_credentials_as_on_ecs_or_eks_pod_identity() {
+    let s = server();
+    let (uri, token) = s
+        .world
+        .container_credentials
+        .clone()
+        .expect("the server runs a container credentials endpoint");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("eks-pod-identity-token");
+    // Pod Identity rotates the token in a file; ECS passes it inline. The file form is read.
+    std::fs::write(&token_file, &token).expect("token file");
+    let env = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.clone()),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+    ];
+    let (_d, child, mnt) =
+        mount_with_env(s, "data:/src", &s.reader_args(), &env).expect("mount from the container endpoint");
+    assert_eq!(
+        std::fs::read(mnt.join("hello.txt")).expect("read"),
+        b"hello from a role"
+    );
+    unmount(child, &mnt);
+
+    // A wrong token is refused by the endpoint, and the mount says which source failed.
+    std::fs::write(&token_file, "not-the-token").expect("token file");
+    let err = mount_with_env(s, "data:/src", &s.reader_args(), &env).expect_err("a refused token cannot mount");
+    assert!(
+        err.contains("401") && err.contains("container credentials endpoint"),
+        "{err}"
+    );
 }
 
 #[test]

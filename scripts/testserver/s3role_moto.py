@@ -35,6 +35,9 @@ CLI (all optional):
   --imds-role NAME          role vended by IMDS (default: imds)
   --imds-duration S         lifetime of IMDS credentials (default 300); rotated when < S/3 left
   --imds-allow-v1           let IMDS GETs through without a session token
+                            The emulator's port also serves container credentials (ECS task
+                            role, EKS Pod Identity) at /v1/credentials: the same role's session
+                            for a request whose Authorization is the world's container_auth_token.
   --no-fixture              do not build the world (enforcement is still turned on unless
                             --no-enforce; toggle with POST /moto-api/reset-auth, body 0 or inf)
   --no-enforce              leave moto's IAM enforcement off
@@ -51,7 +54,8 @@ Control endpoints on the main port (never authenticated):
   /moto-api/* (data.json, reset-auth, ...)     moto's own API, also unauthenticated
 
 World JSON (--world-out; also GET /s3role-test/world):
-  endpoint, region, account, imds_endpoint (or null), imds_role, external_id,
+  endpoint, region, account, imds_endpoint (or null), imds_role, container_credentials_uri
+  and container_auth_token (null without IMDS), external_id,
   users{admin,alice,bob: access_key_id, secret_access_key, arn}, roles{name: arn},
   policies{data-public-only: arn}, buckets, force_session_seconds, webid_token_file,
   control{sts, imds, sessions}, enforcing, pid.  Removed again on clean exit.
@@ -926,6 +930,9 @@ def make_wsgi_server(port: int, app, quiet: bool):
 # ----------------------------------------------------------------------------------------------
 class Imds:
     INSTANCE_ID = "i-0fake0imds0000001"
+    # The container credentials endpoint (ECS, EKS Pod Identity) shares the emulator's port.
+    CONTAINER_PATH = "/v1/credentials"
+    CONTAINER_AUTH_TOKEN = "s3role-test-pod-identity-token"
 
     def __init__(self, role: str, duration: int, allow_v1: bool):
         self.role = role
@@ -1048,6 +1055,8 @@ class Imds:
                 if self.outage():
                     return
                 path = self.path.split("?")[0]
+                if path == Imds.CONTAINER_PATH:
+                    return self.container_credentials()
                 if path == "/latest/api/token":
                     return self.send(405, "Method Not Allowed")
                 if not imds.allow_v1 and not imds.token_valid(
@@ -1056,6 +1065,22 @@ class Imds:
                 return self.metadata(path)
 
             do_HEAD = do_GET
+
+            def container_credentials(self):
+                """The ECS task / EKS Pod Identity agent endpoint: the instance role's
+                session for a caller that presents the authorization token."""
+                if self.headers.get("Authorization") != Imds.CONTAINER_AUTH_TOKEN:
+                    return self.send(401, json.dumps({"Message": "invalid authorization token"}))
+                if not imds.role_exists():
+                    return self.send(404, "Not Found")
+                s = imds.credentials()
+                return self.send(200, json.dumps({
+                    "AccessKeyId": s.access_key_id,
+                    "SecretAccessKey": s.secret_access_key,
+                    "Token": s.session_token,
+                    "Expiration": iso_z(s.expiration),
+                    "AccountId": ACCOUNT,
+                }), {"Content-Type": "application/json"})
 
             def metadata(self, path: str):
                 role = imds.role
@@ -1332,6 +1357,8 @@ def main(argv=None) -> int:
         "account": ACCOUNT,
         "imds_endpoint": imds_endpoint,
         "imds_role": args.imds_role if imds_endpoint else None,
+        "container_credentials_uri": imds_endpoint + Imds.CONTAINER_PATH if imds_endpoint else None,
+        "container_auth_token": Imds.CONTAINER_AUTH_TOKEN if imds_endpoint else None,
         "external_id": EXTERNAL_ID,
         "users": {},
         "roles": {},

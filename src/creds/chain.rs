@@ -143,11 +143,14 @@ impl Chain {
             _ => "source credentials (default chain: environment, profile, web identity, container, instance metadata)"
                 .into(),
         };
-        p.provide_credentials().await.map(Some).map_err(|e| CredsError {
-            step,
-            code: None,
-            message: DisplayErrorContext(&e).to_string(),
-            hint: Some("no usable credentials were found: set AWS_PROFILE or --profile, export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run on a host with an instance profile"),
+        p.provide_credentials().await.map(Some).map_err(|e| {
+            let message = DisplayErrorContext(&e).to_string();
+            CredsError {
+                step,
+                code: None,
+                hint: Some(source_failure_hint(&message)),
+                message,
+            }
         })
     }
 
@@ -242,5 +245,15 @@ impl Chain {
             message: "the chain produced no credentials".into(),
             hint: None,
         })
+    }
+}
+
+/// What to check when the source identity could not be had: the container endpoint (ECS,
+/// EKS Pod Identity) answers for itself when it is configured; otherwise nothing was found.
+fn source_failure_hint(message: &str) -> &'static str {
+    if message.contains("HTTP credential provider") {
+        "the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI or _RELATIVE_URI) refused or failed: check it is reachable and that AWS_CONTAINER_AUTHORIZATION_TOKEN or the token file is current"
+    } else {
+        "no usable credentials were found: set AWS_PROFILE or --profile, export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run on a host with an instance profile"
     }
 }

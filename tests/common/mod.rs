@@ -20,6 +20,8 @@ pub struct World {
     pub account: String,
     pub external_id: String,
     pub imds_endpoint: Option<String>,
+    /// The container credentials endpoint (ECS, EKS Pod Identity) and the token it wants.
+    pub container_credentials: Option<(String, String)>,
     pub users: HashMap<String, (String, String)>,
     pub roles: HashMap<String, String>,
     pub policies: HashMap<String, String>,
@@ -43,6 +45,10 @@ impl World {
             account: v["account"].as_str().unwrap_or_default().to_owned(),
             external_id: v["external_id"].as_str().unwrap_or_default().to_owned(),
             imds_endpoint: v["imds_endpoint"].as_str().map(str::to_owned),
+            container_credentials: v["container_credentials_uri"]
+                .as_str()
+                .zip(v["container_auth_token"].as_str())
+                .map(|(u, t)| (u.to_owned(), t.to_owned())),
             users: v["users"]
                 .as_object()
                 .map(|o| {
