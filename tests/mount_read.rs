@@ -85,6 +85,36 @@ fn lists_and_reads_byte_exact_through_the_role() {
 }
 
 #[test]
+fn a_footer_read_costs_one_small_ranged_get() {
+    let s = server();
+    let data = pattern(16 << 20, 9);
+    s.put("data", "footer/table.parquet", data.clone(), &[]);
+    let m = Mount::start(s, "alice", "data:/footer", &s.reader_args()).expect("mount");
+    // What a Parquet reader does first: the last 64 KiB, then the 8-byte trailer.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(m.join("table.parquet")).expect("open");
+    let mut tail = vec![0u8; 64 << 10];
+    let tail_at = (data.len() - tail.len()) as u64;
+    f.read_exact_at(&mut tail, tail_at).expect("tail");
+    assert!(tail[..] == data[data.len() - tail.len()..]);
+    let mut trailer = [0u8; 8];
+    f.read_exact_at(&mut trailer, data.len() as u64 - 8).expect("trailer");
+    assert_eq!(&trailer[..], &data[data.len() - 8..]);
+    drop(f);
+    let gets = s.gets_of("data", "footer/table.parquet");
+    assert_eq!(gets.len(), 1, "one GET for the footer: {gets:?}");
+    let range = gets[0].as_deref().expect("a ranged GET, not a download");
+    let (from, to) = range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        .unwrap_or_else(|| panic!("unexpected Range {range}"));
+    assert!(to - from < 256 << 10, "{range}: one 256 KiB block at most");
+    assert_eq!(to, data.len() as u64 - 1, "{range}");
+    m.unmount();
+}
+
+#[test]
 fn stat_shows_stored_posix_attributes_and_defaults() {
     let s = server();
     s.put(

@@ -50,6 +50,8 @@ Control endpoints on the main port (never authenticated):
   GET  /s3role-test/sts                        current mode (text/plain)
   POST/GET /s3role-test/imds  up|down|drop     same for the IMDS emulator (down -> 503)
   GET  /s3role-test/sessions                   JSON list of STS sessions issued so far
+  GET  /s3role-test/s3-requests                JSON list of the S3 requests seen (method, path,
+                                               query, range), oldest first, last 100,000
   GET  /s3role-test/world                      the world JSON
   /moto-api/* (data.json, reset-auth, ...)     moto's own API, also unauthenticated
 
@@ -81,6 +83,7 @@ The process exits on SIGTERM/SIGINT, and by itself when its parent process goes 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import json
 import logging
@@ -118,6 +121,9 @@ class State:
         self.force_session_seconds: int | None = None
         self.webid_token_file: str | None = None
         self.world: dict = {}
+        # Every S3 request seen (method, path, Range), newest last, for tests that count the
+        # requests an operation costs.
+        self.s3_requests: collections.deque = collections.deque(maxlen=100_000)
 
 
 STATE = State()
@@ -842,6 +848,10 @@ class FrontApp:
                 drop_connection(environ)
         if service in ("sts", "iam"):
             return self.reshape_errors(app, service, environ, start_response)
+        if service == "s3":
+            STATE.s3_requests.append({"method": environ.get("REQUEST_METHOD"), "path": path,
+                                      "query": environ.get("QUERY_STRING", ""),
+                                      "range": environ.get("HTTP_RANGE")})
         if (service == "s3" and "HTTP_AUTHORIZATION" not in environ and enforcing()
                 and environ.get("REQUEST_METHOD") != "OPTIONS"):
             # P7 for S3: moto answers an anonymous request for an existing key with a bare
@@ -907,6 +917,9 @@ class FrontApp:
             return _simple(start_response, "200 OK", getattr(STATE, attr).encode())
         if path == "/s3role-test/sessions" and method == "GET":
             return _simple(start_response, "200 OK", json.dumps(list_sessions(), indent=1).encode(),
+                           "application/json")
+        if path == "/s3role-test/s3-requests" and method == "GET":
+            return _simple(start_response, "200 OK", json.dumps(list(STATE.s3_requests)).encode(),
                            "application/json")
         if path == "/s3role-test/world" and method == "GET":
             return _simple(start_response, "200 OK", json.dumps(STATE.world, indent=1).encode(),

@@ -1,5 +1,5 @@
 //! The read path: ranged GETs into the block cache, with a prefetch window that grows while
-//! a handle reads sequentially. A random read costs one block-sized GET.
+//! a handle reads sequentially. A random read costs one GET of the blocks it touches.
 
 use super::cache::{BlockCache, BlockId};
 use super::{Fs, FsError, lock};
@@ -12,8 +12,11 @@ use tokio::sync::watch;
 
 type BlockResult = Option<Result<Bytes, FsError>>;
 
-/// How far behind a sequential reader's current block its consumed blocks are released.
-const SEQUENTIAL_LAG_BLOCKS: u64 = 4;
+/// How far the kernel's reads of one sequential stream arrive out of order: it sends several
+/// at once (readahead of up to 1 MiB each), so a read may land this far past the last one
+/// seen, or this far behind it, and still be part of the stream. In bytes, not blocks, so
+/// it holds whatever the block size.
+const SEQUENTIAL_SLACK: u64 = 4 << 20;
 
 /// Cached blocks and blocks being fetched, under one lock so a block is fetched once.
 pub(super) struct BlockState {
@@ -80,7 +83,7 @@ impl OpenFile {
     /// once) still count as sequential.
     fn read_ahead(&self, offset: u64, end: u64, block: u64, max: u64) -> u64 {
         let mut s = lock(&self.sequence);
-        let sequential = offset <= s.next + block && offset + 4 * block >= s.next;
+        let sequential = offset <= s.next + SEQUENTIAL_SLACK / 4 && offset + SEQUENTIAL_SLACK >= s.next;
         s.window = if sequential {
             (s.window * 2).clamp(block, max)
         } else {
@@ -177,7 +180,7 @@ impl<S: ObjectStore> Fs<S> {
     /// random readers come back to. Releasing them returns their buffers to the pool at once.
     /// The lag covers the kernel's reads arriving a little out of order.
     fn release_read_blocks(&self, file: &OpenFile, first: u64) {
-        let until = first.saturating_sub(SEQUENTIAL_LAG_BLOCKS);
+        let until = first.saturating_sub(SEQUENTIAL_SLACK.div_ceil(self.cfg.block_size));
         let from = file.released_until.fetch_max(until, Ordering::Relaxed);
         if from >= until {
             return;

@@ -170,22 +170,23 @@ async fn a_random_small_read_costs_one_block_sized_get() {
 #[tokio::test]
 async fn sequential_reads_fetch_ahead_in_large_requests() {
     let store = Arc::new(MemStore::new());
-    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+    let data: Vec<u8> = (0..32u32 << 20).map(|i| (i % 253) as u8).collect();
     store.put("seq", data.clone(), Metadata::new());
     let fs = fs_over(store.clone(), "");
     assert_eq!(read_all(&fs, "seq", 128 << 10).await.unwrap(), data);
     let gets = store.counters.gets.load(Ordering::Relaxed);
-    // 8 MiB in 256 KiB requests is 32; block-by-block it would be 128.
-    assert!(gets <= 40, "{gets} GETs");
+    // 32 MiB in 256 KiB requests is 128; block-by-block it would be 512.
+    assert!(gets <= 160, "{gets} GETs");
     assert_eq!(
         store.counters.bytes_read.load(Ordering::Relaxed),
-        8 << 20,
+        32 << 20,
         "every byte fetched once"
     );
     // The blocks read through were released as the reader went on (the kernel's page cache
-    // has them): the cache holds the tail and the prefetch window, not all 8 MiB.
+    // has them): the cache holds the last 4 MiB the kernel may still ask for out of order,
+    // and the prefetch window (1 MiB here), not all 32 MiB.
     let held = fs.cached_bytes();
-    assert!(held <= 2 << 20, "{held} bytes still cached after a sequential read");
+    assert!(held <= 6 << 20, "{held} bytes still cached after a sequential read");
 }
 
 #[tokio::test]

@@ -195,6 +195,21 @@ impl Server {
         assert_eq!(status, 200, "setting STS {mode}: {body}");
     }
 
+    /// The S3 GETs the server has seen for `bucket/key` so far, as their Range headers
+    /// (`None` for a whole-object GET).
+    pub fn gets_of(&self, bucket: &str, key: &str) -> Vec<Option<String>> {
+        let (status, body) = self.http("GET", "/s3role-test/s3-requests", "");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("request log is JSON");
+        let path = format!("/{bucket}/{key}");
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .filter(|r| r["method"] == "GET" && r["path"] == path.as_str())
+            .map(|r| r["range"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// STS sessions issued so far, as (role ARN, session name).
     pub fn sessions(&self) -> Vec<(String, String)> {
         let (_, body) = self.http("GET", "/s3role-test/sessions", "");
