@@ -40,8 +40,12 @@ impl BufferPool {
         })
     }
 
-    /// An empty buffer with room for `size` bytes.
-    pub fn take(&self) -> Vec<u8> {
+    /// An empty buffer with room for `len` bytes: a reused one when `len` is the pool's size,
+    /// else one of exactly `len`, so a short fetch does not hold a full-size buffer.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        if len != self.size {
+            return Vec::with_capacity(len);
+        }
         let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match reused {
             Some(mut b) => {
@@ -82,7 +86,8 @@ mod tests {
     #[test]
     fn buffers_come_back_when_the_last_reader_lets_go() {
         let pool = BufferPool::new(16, 2);
-        let mut b = pool.take();
+        assert_eq!(pool.take(4).capacity(), 4, "a short buffer is not pooled");
+        let mut b = pool.take(16);
         b.extend_from_slice(b"hello");
         let bytes = pool.freeze(b);
         let slice = bytes.slice(1..3);
@@ -91,6 +96,6 @@ mod tests {
         assert_eq!(&slice[..], b"el");
         drop(slice);
         assert_eq!(pool.free_count(), 1);
-        assert!(pool.take().is_empty());
+        assert!(pool.take(16).is_empty());
     }
 }

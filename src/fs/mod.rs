@@ -172,7 +172,7 @@ impl<S: ObjectStore> Fs<S> {
             store,
             head_limit: Arc::new(Semaphore::new(cfg.head_concurrency.max(1))),
             blocks: Mutex::new(BlockState::new(BlockCache::new(cfg.cache_bytes))),
-            buffers: bufpool::BufferPool::new(cfg.block_size as usize, 64),
+            buffers: bufpool::BufferPool::new(read::group_buffer_size(cfg.block_size), 64),
             cfg,
             inodes: Mutex::new(InodeTable::new()),
             listings: Mutex::new(HashMap::new()),

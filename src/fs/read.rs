@@ -1,7 +1,7 @@
 //! The read path: ranged GETs into the block cache, with a prefetch window that grows while
 //! a handle reads sequentially. A random read costs one GET of the blocks it touches.
 
-use super::cache::{BlockCache, BlockId};
+use super::cache::{Block, BlockCache, BlockId};
 use super::{Fs, FsError, lock};
 use crate::store::ObjectStore;
 use bytes::{Bytes, BytesMut};
@@ -10,7 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-type BlockResult = Option<Result<Bytes, FsError>>;
+type BlockResult = Option<Result<Block, FsError>>;
+
+/// Blocks fetched together are filled into one buffer of up to this size and handed over
+/// when it is full. Kernel reads are at most 1 MiB, so a read across blocks of one group is
+/// served as one slice, without copying, while small blocks keep random reads cheap.
+const GROUP_BYTES: u64 = 1 << 20;
+
+/// The size of a full group buffer: whole blocks, [`GROUP_BYTES`] or one block if larger.
+pub(super) fn group_buffer_size(block_size: u64) -> usize {
+    ((GROUP_BYTES / block_size).max(1) * block_size) as usize
+}
 
 /// How far the kernel's reads of one sequential stream arrive out of order: it sends several
 /// at once (readahead of up to 1 MiB each), so a read may land this far past the last one
@@ -155,20 +165,24 @@ impl<S: ObjectStore> Fs<S> {
         if ahead > 0 {
             self.release_read_blocks(file, first);
         }
-        if first == last {
-            let block = self.block(file, first).await?;
-            let from = (offset - first * bs) as usize;
-            let to = (end - first * bs) as usize;
-            return Ok(block.slice(from..to.min(block.len())));
+        let mut blocks = Vec::with_capacity((last - first + 1) as usize);
+        for index in first..=last {
+            blocks.push(self.block(file, index).await?);
+        }
+        let from = (offset - first * bs) as usize;
+        let to_in_last = ((end - last * bs) as usize).min(blocks[blocks.len() - 1].len);
+        // Neighbours fetched into one buffer: one slice of it.
+        if blocks.windows(2).all(|w| w[0].followed_by(&w[1])) {
+            let head = &blocks[0];
+            let span = (last - first) as usize * bs as usize + to_in_last;
+            return Ok(head.group.slice(head.start + from..head.start + span.max(from)));
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
-        for index in first..=last {
-            let block = self.block(file, index).await?;
-            let start = index * bs;
-            let from = offset.saturating_sub(start) as usize;
-            let to = ((end - start) as usize).min(block.len());
+        for (i, block) in blocks.iter().enumerate() {
+            let from = if i == 0 { from } else { 0 };
+            let to = if i == blocks.len() - 1 { to_in_last } else { block.len };
             if from < to {
-                out.extend_from_slice(&block[from..to]);
+                out.extend_from_slice(&block.slice(from, to));
             }
         }
         Ok(out.freeze())
@@ -226,26 +240,55 @@ impl<S: ObjectStore> Fs<S> {
         }
     }
 
-    /// One GET covering consecutive blocks; each block is handed over as soon as its last
-    /// byte arrives.
+    /// One GET covering consecutive blocks. They are filled into group buffers of up to
+    /// [`GROUP_BYTES`] (aligned, so a sequential reader's 1 MiB reads fall in one), and each
+    /// group's blocks are handed over as soon as its last byte arrives.
     async fn fetch_run(self: Arc<Self>, file: Arc<OpenFile>, first: u64, senders: Vec<watch::Sender<BlockResult>>) {
         let bs = self.cfg.block_size;
+        let per_group = group_buffer_size(bs) as u64 / bs;
         let start = first * bs;
         let end = ((first + senders.len() as u64) * bs).min(file.size);
-        let block_len = |i: usize| ((start + (i as u64 + 1) * bs).min(end) - (start + i as u64 * bs)) as usize;
+        // Block i of the run covers bytes block_start(i)..block_end(i) of the run.
+        let block_end = |i: usize| ((start + (i as u64 + 1) * bs).min(end) - start) as usize;
+        let block_start = |i: usize| if i == 0 { 0 } else { block_end(i - 1) };
+        // The run's blocks from `i` to the end of i's group.
+        let group_last = |i: usize| {
+            let index = first + i as u64;
+            let last = (index / per_group + 1) * per_group - 1 - first;
+            (last as usize).min(senders.len() - 1)
+        };
         let (key, etag) = (&file.object.0, &file.object.1);
         let mut done = 0usize;
         let result: Result<(), FsError> = async {
             let mut body = self.store.get_range(key, start..end, Some(etag)).await?;
-            let mut buf = self.buffers.take();
+            // The bytes of the group that starts with block i.
+            let group_len = |i: usize| block_end(group_last(i)) - block_start(i);
+            let mut buf = self.buffers.take(group_len(0));
             while let Some(mut chunk) = body.next_chunk().await? {
                 while !chunk.is_empty() && done < senders.len() {
-                    let take = (block_len(done) - buf.len()).min(chunk.len());
+                    let want = group_len(done);
+                    let take = (want - buf.len()).min(chunk.len());
                     buf.extend_from_slice(&chunk.split_to(take));
-                    if buf.len() == block_len(done) {
-                        let data = self.buffers.freeze(std::mem::replace(&mut buf, self.buffers.take()));
-                        self.finish_block(&file, first + done as u64, &senders[done], Ok(data));
-                        done += 1;
+                    if buf.len() == want {
+                        let last = group_last(done);
+                        let next = if last + 1 < senders.len() {
+                            group_len(last + 1)
+                        } else {
+                            0
+                        };
+                        let group = self
+                            .buffers
+                            .freeze(std::mem::replace(&mut buf, self.buffers.take(next)));
+                        let base = block_start(done);
+                        for (i, tx) in senders.iter().enumerate().take(last + 1).skip(done) {
+                            let block = Block {
+                                group: group.clone(),
+                                start: block_start(i) - base,
+                                len: block_end(i) - block_start(i),
+                            };
+                            self.finish_block(&file, first + i as u64, tx, Ok(block));
+                        }
+                        done = last + 1;
                     }
                 }
             }
@@ -273,7 +316,7 @@ impl<S: ObjectStore> Fs<S> {
         file: &OpenFile,
         index: u64,
         tx: &watch::Sender<BlockResult>,
-        result: Result<Bytes, FsError>,
+        result: Result<Block, FsError>,
     ) {
         let id = BlockId {
             object: file.object.clone(),
@@ -291,7 +334,7 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Block `index` of an open file: from the cache, from a GET already under way, or from a
     /// new GET. A failed GET is tried once more before the read fails.
-    async fn block(self: &Arc<Self>, file: &Arc<OpenFile>, index: u64) -> Result<Bytes, FsError> {
+    async fn block(self: &Arc<Self>, file: &Arc<OpenFile>, index: u64) -> Result<Block, FsError> {
         let mut retried = false;
         let mut counted = false;
         loop {
