@@ -29,21 +29,17 @@ check "man s3role" sh -c 'man s3role 2>/dev/null | grep -q "role.arn"'
 check "man mount.s3role shows fstab examples" sh -c 'man 8 mount.s3role 2>/dev/null | grep -q "x-systemd.automount"'
 check "bash completion installed" test -s /usr/share/bash-completion/completions/s3role
 
-python3 scripts/testserver/s3role_moto.py --port 0 --quiet --world-out "$WORK/world.json" &
-SERVER_PID=$!
-for _ in $(seq 1 100); do [[ -s $WORK/world.json ]] && break; sleep 0.2; done
-eval "$(python3 - "$WORK/world.json" <<'PY'
-import json, sys, boto3
-w = json.load(open(sys.argv[1]))
-a = w["users"]["admin"]
-boto3.client("s3", endpoint_url=w["endpoint"], region_name=w["region"], aws_access_key_id=a["access_key_id"],
-             aws_secret_access_key=a["secret_access_key"]).put_object(Bucket="data", Key="pkg/hello.txt", Body=b"from the package\n")
-u = w["users"]["alice"]
-print(f'EP={w["endpoint"]} ROLE={w["roles"]["reader"]} EXT={w["external_id"]}')
-print(f'export AWS_ACCESS_KEY_ID={u["access_key_id"]} AWS_SECRET_ACCESS_KEY={u["secret_access_key"]}')
+# shellcheck source=../scripts/testserver/start.sh
+source scripts/testserver/start.sh
+testserver_start "$WORK/world.json" "$WORK/server.log"
+eval "$(testserver_settings "$WORK/world.json" reader)"
+python3 - "$EP" "$REGION" "$ADMIN_AK" "$ADMIN_SK" <<'PY'
+import sys, boto3
+ep, region, ak, sk = sys.argv[1:]
+boto3.client("s3", endpoint_url=ep, region_name=region, aws_access_key_id=ak,
+             aws_secret_access_key=sk).put_object(Bucket="data", Key="pkg/hello.txt", Body=b"from the package\n")
 PY
-)"
-export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+testserver_as_alice
 mkdir "$WORK/mnt"
 check "mount -t s3role through the packaged helper" \
     mount -t s3role data:/pkg "$WORK/mnt" -o "role_arn=$ROLE,external_id=$EXT,endpoint_url=$EP,sts_endpoint=$EP,path_style,region=us-east-1,allow_other"

@@ -176,29 +176,10 @@ EOF
 
 # ---- server ---------------------------------------------------------------------------------
 say "starting the local S3+STS+IAM server..."
-python3 scripts/testserver/s3role_moto.py --port 0 --quiet --world-out "$WORK/world.json" \
-    >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 300); do
-    [[ -s $WORK/world.json ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; die "the test server exited"; }
-    sleep 0.2
-done
-[[ -s $WORK/world.json ]] || { cat "$WORK/server.log" >&2; die "the test server did not start in 60 s"; }
-
-eval "$(python3 - "$WORK/world.json" <<'PY'
-import json, shlex, sys
-w = json.load(open(sys.argv[1]))
-v = {
-    "EP": w["endpoint"], "REGION": w.get("region") or "us-east-1",
-    "ROLE": w["roles"]["writer"], "EXT": w["external_id"],
-    "ALICE_AK": w["users"]["alice"]["access_key_id"], "ALICE_SK": w["users"]["alice"]["secret_access_key"],
-    "ADMIN_AK": w["users"]["admin"]["access_key_id"], "ADMIN_SK": w["users"]["admin"]["secret_access_key"],
-}
-for k, x in v.items():
-    print(f"{k}={shlex.quote(x)}")
-PY
-)"
+# shellcheck source=testserver/start.sh
+source scripts/testserver/start.sh
+testserver_start "$WORK/world.json" "$WORK/server.log" || die "the test server did not start"
+eval "$(testserver_settings "$WORK/world.json" writer)"
 say "server at $EP; role $ROLE"
 
 # Directory markers for both mount roots, as s3fs writes them (mode 040755, owned by root),

@@ -1,0 +1,47 @@
+# Sourced by the project's scripts (demo, soak, pjdfstest, package test) to run the local
+# S3+STS+IAM server (s3role_moto.py) the same way everywhere. Run from the repository root.
+
+# testserver_start WORLD LOG [s3role_moto.py options...]
+#   Starts the server on a free port in the background (its pid in SERVER_PID) and returns
+#   once it has written its world file WORLD; on failure prints the end of LOG and returns 1.
+testserver_start() {
+    local world=$1 log=$2
+    shift 2
+    python3 scripts/testserver/s3role_moto.py --port 0 --quiet --world-out "$world" "$@" >"$log" 2>&1 &
+    SERVER_PID=$!
+    local _
+    for _ in $(seq 1 300); do
+        [[ -s $world ]] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    echo "the local S3+STS server did not start; its log:" >&2
+    tail -n 20 "$log" >&2
+    return 1
+}
+
+# testserver_settings WORLD ROLE
+#   Prints, for eval, EP and REGION (the endpoint), ROLE (the ARN of role ROLE) and EXT (its
+#   external ID), ALICE_AK/ALICE_SK (the user who may assume it) and ADMIN_AK/ADMIN_SK.
+testserver_settings() {
+    python3 - "$1" "$2" <<'PY'
+import json, shlex, sys
+w = json.load(open(sys.argv[1]))
+v = {
+    "EP": w["endpoint"], "REGION": w.get("region") or "us-east-1",
+    "ROLE": w["roles"][sys.argv[2]], "EXT": w["external_id"],
+    "ALICE_AK": w["users"]["alice"]["access_key_id"], "ALICE_SK": w["users"]["alice"]["secret_access_key"],
+    "ADMIN_AK": w["users"]["admin"]["access_key_id"], "ADMIN_SK": w["users"]["admin"]["secret_access_key"],
+}
+for k, x in v.items():
+    print(f"{k}={shlex.quote(x)}")
+PY
+}
+
+# testserver_as_alice
+#   Exports alice's keys and keeps every AWS default chain away from the machine's own
+#   configuration and from the EC2 metadata address.
+testserver_as_alice() {
+    export AWS_ACCESS_KEY_ID=$ALICE_AK AWS_SECRET_ACCESS_KEY=$ALICE_SK
+    export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+}
