@@ -217,6 +217,7 @@ fn status_source(
     Arc::new(move || {
         let s = slot.status();
         let time = |t: Option<std::time::SystemTime>| t.map(crate::timefmt::rfc3339).unwrap_or_else(|| "-".into());
+        let (attributes, listings) = fs.metadata_cache_sizes();
         let hits = fs.stats.cache.hits.load(std::sync::atomic::Ordering::Relaxed);
         let misses = fs.stats.cache.misses.load(std::sync::atomic::Ordering::Relaxed);
         let rate = if hits + misses == 0 {
@@ -237,6 +238,9 @@ fn status_source(
             ("cache_hit_rate".into(), rate),
             ("uploads_in_flight".into(), fs.pending_files().to_string()),
             ("staged_bytes".into(), fs.staged_bytes().to_string()),
+            ("inodes".into(), fs.inode_count().to_string()),
+            ("cached_attributes".into(), attributes.to_string()),
+            ("cached_listings".into(), listings.to_string()),
         ]
     })
 }

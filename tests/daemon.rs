@@ -36,6 +36,12 @@ fn status_shows_the_session_and_its_expiry_moves_forward() {
             .is_some_and(|c| c.contains(s.world.role("reader"))),
         "{first:?}"
     );
+    for count in ["inodes", "cached_attributes", "cached_listings", "uploads_in_flight"] {
+        assert!(
+            first.get(count).is_some_and(|v| v.parse::<u64>().is_ok()),
+            "{count}: {first:?}"
+        );
+    }
     let expiry = first.get("expiry").cloned().expect("expiry");
     let deadline = Instant::now() + Duration::from_secs(40);
     let later = loop {

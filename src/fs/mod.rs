@@ -274,7 +274,13 @@ impl<S: ObjectStore> Fs<S> {
                     Err(e) => Err(FsError::from(e)),
                 };
                 if !matches!(r, Err(FsError::Io(_))) {
-                    lock(&me.heads).put(k, (r.clone(), Instant::now()));
+                    let mut heads = lock(&me.heads);
+                    heads.put(k, (r.clone(), Instant::now()));
+                    // Expired answers are never served again: drop them from the cold end,
+                    // so the cache holds the recent working set, not every key ever seen.
+                    while heads.peek_lru().is_some_and(|(_, (_, at))| !me.fresh(*at)) {
+                        heads.pop_lru();
+                    }
                 }
                 r
             })
@@ -884,6 +890,12 @@ impl<S: ObjectStore> Fs<S> {
     /// Inodes currently known (for tests and status).
     pub fn inode_count(&self) -> usize {
         lock(&self.inodes).count()
+    }
+
+    /// Objects whose attributes are cached, and directories whose listings are: with the
+    /// inode count, what a long-running mount holds in memory besides blocks.
+    pub fn metadata_cache_sizes(&self) -> (usize, usize) {
+        (lock(&self.heads).len(), lock(&self.listings).len())
     }
 }
 

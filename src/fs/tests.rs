@@ -271,6 +271,29 @@ proptest! {
 }
 
 #[tokio::test]
+async fn expired_attributes_do_not_pile_up() {
+    let store = Arc::new(MemStore::new());
+    for i in 0..50 {
+        store.put(&format!("a{i}/f"), "x", Metadata::new());
+    }
+    store.put("z/f", "x", Metadata::new());
+    let cfg = FsConfig {
+        metadata_ttl: std::time::Duration::from_millis(200),
+        ..FsConfig::default()
+    };
+    let fs = Fs::new(store, cfg);
+    for i in 0..50 {
+        path_attr(&fs, &format!("a{i}/f")).await.unwrap();
+    }
+    let (before, _) = fs.metadata_cache_sizes();
+    assert!(before >= 50, "{before} attributes cached");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    path_attr(&fs, "z/f").await.unwrap();
+    let (after, _) = fs.metadata_cache_sizes();
+    assert!(after <= 3, "{after} attributes still cached after they all expired");
+}
+
+#[tokio::test]
 async fn a_read_across_blocks_fetched_together_is_not_copied() {
     let store = Arc::new(MemStore::new());
     let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 249) as u8).collect();
