@@ -16,7 +16,10 @@ pub struct BlockId {
 }
 
 /// A cached block: a range of the buffer one GET filled for it and its neighbours, so that a
-/// read across neighbouring blocks is one slice of that buffer instead of a copy.
+/// read across neighbouring blocks is one slice of that buffer instead of a copy. The
+/// budget counts blocks; a group buffer is freed with its last block, which in the worst
+/// case (one block of a group kept, its neighbours evicted) holds 1 MiB for one block's
+/// worth counted. Neighbours are fetched and read together, so they usually leave together.
 #[derive(Clone, Debug)]
 pub struct Block {
     /// The buffer shared with the neighbours fetched together (a group of at most 1 MiB).

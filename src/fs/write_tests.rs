@@ -225,6 +225,34 @@ async fn a_large_file_goes_up_in_parallel_parts() {
 }
 
 #[tokio::test]
+async fn past_the_staging_limit_writes_get_enospc_and_nothing_written_is_lost() {
+    let store = Arc::new(MemStore::new());
+    let cfg = FsConfig {
+        staging_limit: 2 << 20,
+        ..fs_rw(store.clone()).cfg.clone()
+    };
+    let fs = Fs::new(store.clone(), cfg);
+    let first = vec![1u8; 3 << 19];
+    let (_, a) = fs.create(ROOT_INO, "a", 0o644, 0, 0).await.unwrap();
+    fs.write(a, 0, Bytes::from(first.clone())).await.unwrap();
+    // The limit is shared by every file being written.
+    let (_, b) = fs.create(ROOT_INO, "b", 0o644, 0, 0).await.unwrap();
+    let refused = fs.write(b, 0, Bytes::from(vec![2u8; 1 << 20])).await.unwrap_err();
+    assert_eq!(refused.errno(), libc::ENOSPC);
+    let refused = fs.write(a, 3 << 19, Bytes::from(vec![3u8; 1 << 20])).await.unwrap_err();
+    assert_eq!(refused.errno(), libc::ENOSPC);
+    fs.flush(a).await.unwrap();
+    fs.release(a).await;
+    assert_eq!(store.get("a").unwrap().0, first, "what was accepted is uploaded");
+    // Closing frees the room.
+    fs.write(b, 0, Bytes::from(vec![2u8; 1 << 20])).await.unwrap();
+    fs.flush(b).await.unwrap();
+    fs.release(b).await;
+    assert_eq!(store.get("b").unwrap().0.len(), 1 << 20);
+    assert_eq!(fs.staged_bytes(), 0);
+}
+
+#[tokio::test]
 async fn a_failed_upload_fails_close_and_changes_nothing() {
     let store = Arc::new(MemStore::new());
     store.put("keep", b"original".to_vec(), Metadata::new());
