@@ -28,6 +28,11 @@ pub(super) fn group_buffer_size(block_size: u64) -> usize {
 /// it holds whatever the block size.
 const SEQUENTIAL_SLACK: u64 = 4 << 20;
 
+/// What a read that continues the previous one fetches ahead at first: enough that a small
+/// file streams in a few GETs, little enough that a short run (a Parquet column chunk) does
+/// not fetch much it will not read. The window doubles from here with each sequential read.
+const FIRST_WINDOW: u64 = 1 << 20;
+
 /// Cached blocks and blocks being fetched, under one lock so a block is fetched once.
 pub(super) struct BlockState {
     cache: BlockCache,
@@ -89,13 +94,13 @@ impl OpenFile {
 
     /// Updates the access pattern with a read of `offset..end` and returns how many bytes
     /// past `end` to fetch ahead: nothing for a random read, a window doubling with each
-    /// sequential one. Reads that arrive slightly out of order (the kernel sends several at
-    /// once) still count as sequential.
+    /// sequential one from [`FIRST_WINDOW`]. Reads that arrive slightly out of order (the
+    /// kernel sends several at once) still count as sequential.
     fn read_ahead(&self, offset: u64, end: u64, block: u64, max: u64) -> u64 {
         let mut s = lock(&self.sequence);
         let sequential = offset <= s.next + SEQUENTIAL_SLACK / 4 && offset + SEQUENTIAL_SLACK >= s.next;
         s.window = if sequential {
-            (s.window * 2).clamp(block, max)
+            (s.window * 2).max(FIRST_WINDOW).max(block).min(max)
         } else {
             0
         };
@@ -136,11 +141,15 @@ impl<S: ObjectStore> Fs<S> {
         let max_ahead = self.cfg.max_prefetch.min(self.cfg.cache_bytes / 2);
         let ahead = file.read_ahead(offset, end, bs, max_ahead);
         let last_of_file = (file.size - 1) / bs;
-        // Round the prefetch target up to a whole request, so the window advances one
-        // large GET at a time instead of one block at a time.
+        // While the window is small (a short run, such as one Parquet column chunk), fetch
+        // just the window ahead, so a stream that stops soon has fetched little beyond it.
+        // Once it is a whole request or more, round the target up to a request boundary,
+        // so the window advances one large GET at a time instead of one block at a time.
         let per_request = (self.cfg.max_request / bs).max(1);
         let target = if ahead == 0 {
             last
+        } else if ahead < self.cfg.max_request {
+            last + (ahead / bs).max(1)
         } else {
             ((last + ahead / bs) / per_request + 1) * per_request - 1
         };
