@@ -114,6 +114,46 @@ fn a_footer_read_costs_one_small_ranged_get() {
     m.unmount();
 }
 
+/// The bytes a list of `bytes=a-b` ranges covers.
+fn range_bytes(ranges: &[Option<String>]) -> u64 {
+    ranges
+        .iter()
+        .map(|r| {
+            let r = r.as_deref().expect("ranged GETs only");
+            let (a, b) = r
+                .strip_prefix("bytes=")
+                .and_then(|r| r.split_once('-'))
+                .unwrap_or_else(|| panic!("unexpected Range {r}"));
+            b.parse::<u64>().expect("end") + 1 - a.parse::<u64>().expect("start")
+        })
+        .sum()
+}
+
+#[test]
+fn a_column_chunk_read_fetches_little_beyond_it() {
+    let s = server();
+    let data = pattern(24 << 20, 10);
+    s.put("data", "chunk/table.parquet", data.clone(), &[]);
+    let m = Mount::start(s, "alice", "data:/chunk", &s.reader_args()).expect("mount");
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(m.join("table.parquet")).expect("open");
+    // One 2 MiB column chunk in the middle of the file, read with one pread.
+    let at = (8 << 20) + (100 << 10);
+    let mut chunk = vec![0u8; 2 << 20];
+    f.read_exact_at(&mut chunk, at as u64).expect("chunk");
+    assert!(chunk[..] == data[at..at + chunk.len()]);
+    drop(f);
+    // Let any prefetch still under way reach the server's log.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let gets = s.gets_of("data", "chunk/table.parquet");
+    let fetched = range_bytes(&gets);
+    // The chunk (2 MiB), what the kernel reads ahead on its own (up to the size of the
+    // request, 2 MiB) and s3role's window (half of what the run has read) at most: about
+    // 6 MiB. Fetching ahead to the next 8 MiB boundary, as a stream does, would be 8.
+    assert!(fetched <= 13 << 19, "{fetched} bytes in {} GETs: {gets:?}", gets.len());
+    m.unmount();
+}
+
 #[test]
 fn stat_shows_stored_posix_attributes_and_defaults() {
     let s = server();

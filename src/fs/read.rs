@@ -28,9 +28,9 @@ pub(super) fn group_buffer_size(block_size: u64) -> usize {
 /// it holds whatever the block size.
 const SEQUENTIAL_SLACK: u64 = 4 << 20;
 
-/// What a read that continues the previous one fetches ahead at first: enough that a small
+/// What a read that continues the previous one fetches ahead at least: enough that a small
 /// file streams in a few GETs, little enough that a short run (a Parquet column chunk) does
-/// not fetch much it will not read. The window doubles from here with each sequential read.
+/// not fetch much it will not read.
 const FIRST_WINDOW: u64 = 1 << 20;
 
 /// Cached blocks and blocks being fetched, under one lock so a block is fetched once.
@@ -51,6 +51,8 @@ impl BlockState {
 /// Where a handle's reads have been going.
 #[derive(Debug, Default)]
 struct Sequence {
+    /// Where the current sequential run began.
+    run_start: u64,
     /// End of the last read.
     next: u64,
     /// Bytes to keep fetched ahead of the reader.
@@ -93,18 +95,23 @@ impl OpenFile {
     }
 
     /// Updates the access pattern with a read of `offset..end` and returns how many bytes
-    /// past `end` to fetch ahead: nothing for a random read, a window doubling with each
-    /// sequential one from [`FIRST_WINDOW`]. Reads that arrive slightly out of order (the
-    /// kernel sends several at once) still count as sequential.
+    /// past `end` to fetch ahead: nothing for a random read; for one that continues a run,
+    /// half of what the run has read so far, at least [`FIRST_WINDOW`]. Growing with the
+    /// bytes read, not the number of reads (the kernel may split one read into many), keeps
+    /// what a short run fetches beyond its end small, while a long run ramps up to `max`.
+    /// Reads that arrive slightly out of order (the kernel sends several at once) still
+    /// count as sequential.
     fn read_ahead(&self, offset: u64, end: u64, block: u64, max: u64) -> u64 {
         let mut s = lock(&self.sequence);
         let sequential = offset <= s.next + SEQUENTIAL_SLACK / 4 && offset + SEQUENTIAL_SLACK >= s.next;
-        s.window = if sequential {
-            (s.window * 2).max(FIRST_WINDOW).max(block).min(max)
+        if sequential {
+            s.next = s.next.max(end);
+            s.window = ((s.next - s.run_start) / 2).max(FIRST_WINDOW).max(block).min(max);
         } else {
-            0
-        };
-        s.next = if sequential { s.next.max(end) } else { end };
+            s.run_start = offset;
+            s.next = end;
+            s.window = 0;
+        }
         s.window
     }
 }
