@@ -108,6 +108,7 @@ impl OpenFile {
             s.next = s.next.max(end);
             s.window = ((s.next - s.run_start) / 2).max(FIRST_WINDOW).max(block).min(max);
         } else {
+            tracing::debug!(offset, next = s.next, run = s.next - s.run_start, "read run restarts");
             s.run_start = offset;
             s.next = end;
             s.window = 0;
