@@ -10,8 +10,8 @@
 # alice, external ID) with a 64 MiB block cache, and runs scripts/soak_workload.py on it:
 # writes of 0 B to 9 MiB (multipart) read back and compared, stats, listings, renames,
 # appends, random reads of a 32 MiB object, deletes. Every SAMPLE_SECONDS it records the
-# daemon's resident memory, open descriptors and threads, and from `s3role status` its
-# renewals, inodes and cached attributes. The summary compares memory after the warm-up (the first quarter, when
+# daemon's resident memory, open descriptors and threads, and from `s3role status` its heap
+# in use, renewals, inodes and cached attributes. The summary compares memory after the warm-up (the first quarter, when
 # the cache and the pools have filled) with the end, as growth per hour.
 #
 # Settings (environment): SOAK_SECONDS=1200 SESSION_SECONDS=30 SAMPLE_SECONDS=15
@@ -69,15 +69,16 @@ python3 scripts/soak_workload.py "$MNT" "$SOAK_SECONDS" >"$WORK/result.json" &
 LOAD_PID=$!
 
 field() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ +/, ""); print }' <<<"$STATUS"; }
-printf 'secs\trss_kib\tfds\tthreads\trenewals\tinodes\tattributes\n' >"$WORK/samples.tsv"
+printf 'secs\trss_kib\theap_kib\tfds\tthreads\trenewals\tinodes\tattributes\n' >"$WORK/samples.tsv"
 start=$(date +%s)
 while kill -0 "$LOAD_PID" 2>/dev/null; do
     rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$MOUNT_PID/status")
     fds=$(ls "/proc/$MOUNT_PID/fd" | wc -l)
     threads=$(awk '/^Threads/ { print $2 }' "/proc/$MOUNT_PID/status")
     STATUS=$("$S3ROLE" status "$MNT" 2>/dev/null || true)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' $(($(date +%s) - start)) "$rss" "$fds" "$threads" \
-        "$(field renewals)" "$(field inodes)" "$(field cached_attributes)" >>"$WORK/samples.tsv"
+    heap=$(field heap_in_use)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' $(($(date +%s) - start)) "$rss" "$((${heap:-0} / 1024))" \
+        "$fds" "$threads" "$(field renewals)" "$(field inodes)" "$(field cached_attributes)" >>"$WORK/samples.tsv"
     sleep "$SAMPLE_SECONDS"
 done
 LOAD_PID=
@@ -93,15 +94,20 @@ result = json.load(open(sys.argv[2]))
 seconds, renewals, last_error = float(sys.argv[3]), int(sys.argv[4] or 0), sys.argv[5]
 warm = [r for r in rows if float(r["secs"]) >= seconds / 4] or rows
 first, last = warm[0], rows[-1]
-span_h = max(float(last["secs"]) - float(first["secs"]), 1) / 3600
-growth = (int(last["rss_kib"]) - int(first["rss_kib"])) / 1024 / span_h
+def slope(col):
+    """Least-squares slope of column `col` (KiB) after the warm-up, in MiB per hour."""
+    xs = [float(r["secs"]) / 3600 for r in warm]
+    ys = [int(r[col]) / 1024 for r in warm]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
 print(f"soak: {seconds:.0f} s, {result['rounds']} rounds, {result['errors']} errors, "
       f"{renewals} renewals (last error: {last_error})")
-print(f"  memory: {int(rows[0]['rss_kib']) // 1024} MiB at start, "
-      f"{int(first['rss_kib']) // 1024} MiB after warm-up ({first['secs']} s), "
-      f"{int(last['rss_kib']) // 1024} MiB at the end, "
-      f"max {max(int(r['rss_kib']) for r in rows) // 1024} MiB; "
-      f"{growth:+.1f} MiB/hour after warm-up")
+for col, what in (("rss_kib", "resident"), ("heap_kib", "heap in use")):
+    print(f"  {what}: {int(rows[0][col]) // 1024} MiB at start, "
+          f"{int(first[col]) // 1024} MiB after warm-up ({first['secs']} s), "
+          f"{int(last[col]) // 1024} MiB at the end, max {max(int(r[col]) for r in rows) // 1024} MiB; "
+          f"{slope(col):+.1f} MiB/hour after warm-up (least squares, {len(warm)} samples)")
 def span(col):
     peak = max(int(r[col] or 0) for r in rows)
     return f"{rows[0][col]} -> {first[col]} -> {last[col]} (max {peak})"
