@@ -34,7 +34,8 @@ written \e, or the value is read from a file with @. Options of mount(8) and sys
 exec, noexec, x\-*, comment=*) are accepted and ignored; ro is \-\-read\-only.
 .SH STATUS
 \fBs3role status\fR \fIDIR\fR shows a live mount's role chain, session expiry, renewals,
-cache and uploads. It reads the extended attributes user.s3role.* of the mount's root,
+cache and uploads, and what it holds in memory (inodes, cached attributes and listings,
+heap in use). It reads the extended attributes user.s3role.* of the mount's root,
 which any user who can see the mount may read with getfattr(1) as well.
 .SH SEE ALSO
 mount(8), fstab(5), fusermount3(1)
