@@ -257,7 +257,10 @@ fn status_source(
             ("inodes".into(), fs.inode_count().to_string()),
             ("cached_attributes".into(), attributes.to_string()),
             ("cached_listings".into(), listings.to_string()),
-            ("heap_in_use".into(), heap_in_use().map_or_else(|| "-".into(), |b| b.to_string())),
+            (
+                "heap_in_use".into(),
+                heap_in_use().map_or_else(|| "-".into(), |b| b.to_string()),
+            ),
         ]
     })
 }
