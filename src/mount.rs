@@ -137,12 +137,6 @@ fn fuse_config(args: &MountArgs, source: &Source) -> fuser::Config {
     cfg
 }
 
-/// Set once a signal asked for the unmount, so the way the kernel then ends the session
-/// (ENODEV or ECONNABORTED, depending on timing) counts as a clean end. An unmount from
-/// outside (umount, `fusermount3 -u -z`) is recognised by the mount having left the table;
-/// an abort through fusectl leaves it there and stays an error.
-static UNMOUNT_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// On SIGTERM or SIGINT, detaches the mount. Files still open keep working until closed;
 /// when the last one is closed the kernel ends the session, and pending uploads finish
 /// before the process exits.
@@ -156,7 +150,6 @@ async fn unmount_on_signal(mountpoint: PathBuf) {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("signal received: unmounting once open files are closed and uploads are done");
-    UNMOUNT_REQUESTED.store(true, std::sync::atomic::Ordering::Relaxed);
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
@@ -176,22 +169,45 @@ async fn unmount_on_signal(mountpoint: PathBuf) {
     }
 }
 
-/// The device number (`major:minor`) of the mount on `mountpoint`, from the mount table:
-/// not stat(2), because this process serves the mount and may not be answering requests.
-fn mounted_device(mountpoint: &std::path::Path) -> Option<String> {
+/// This process's mount table as (device number `major:minor`, mount point as the table
+/// writes it) pairs, oldest first. Read from /proc, not with stat(2): this process serves
+/// the mount and may not be answering requests.
+fn mount_table() -> Option<Vec<(String, String)>> {
     let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mountpoint.display().to_string().replace(' ', "\\040");
-    table.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        (f.get(4) == Some(&want.as_str())).then(|| f.get(2).map(|d| d.to_string()))?
-    })
+    let entries = table
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ').skip(2);
+            let device = f.next()?;
+            let mountpoint = f.nth(1)?;
+            Some((device.to_owned(), mountpoint.to_owned()))
+        })
+        .collect();
+    Some(entries)
 }
 
-/// Whether a mount of `device` is still in this process's mount table.
-fn device_still_mounted(device: &str) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|t| t.lines().any(|l| l.split(' ').nth(2) == Some(device)))
-        .unwrap_or(true)
+/// The device number of the mount on `mountpoint` (the newest, if several are stacked).
+fn mounted_device(mountpoint: &std::path::Path) -> Option<String> {
+    // The table escapes these four characters in octal.
+    let want: String = mountpoint
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| match c {
+            ' ' | '\t' | '\n' | '\\' => format!("\\{:03o}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    mount_table()?
+        .into_iter()
+        .rev()
+        .find(|(_, m)| *m == want)
+        .map(|(d, _)| d)
+}
+
+/// Whether the mount of `device` is gone from the mount table (unknown counts as no).
+fn left_the_table(device: &str) -> bool {
+    mount_table().is_some_and(|table| table.iter().all(|(d, _)| d != device))
 }
 
 /// Lets the kernel read ahead 1 MiB at a time on this mount instead of its default 128 KiB,
@@ -363,11 +379,10 @@ pub fn run(args: MountArgs) -> ExitCode {
     rt.shutdown_timeout(Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e)
-            if e.raw_os_error() == Some(libc::ECONNABORTED)
-                && (UNMOUNT_REQUESTED.load(std::sync::atomic::Ordering::Relaxed)
-                    || device.as_deref().is_some_and(|d| !device_still_mounted(d))) =>
-        {
+        // After an unmount (umount, `fusermount3 -u -z`, or ours on SIGTERM), the kernel
+        // ends the session with ENODEV or, depending on timing, ECONNABORTED: a clean end
+        // once the mount has left the table. An abort through fusectl leaves it there.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) && device.as_deref().is_some_and(left_the_table) => {
             ExitCode::SUCCESS
         }
         Err(e) => {

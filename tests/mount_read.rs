@@ -104,14 +104,19 @@ fn a_footer_read_costs_one_small_ranged_get() {
     let gets = s.gets_of("data", "footer/table.parquet");
     assert_eq!(gets.len(), 1, "one GET for the footer: {gets:?}");
     let range = gets[0].as_deref().expect("a ranged GET, not a download");
-    let (from, to) = range
-        .strip_prefix("bytes=")
-        .and_then(|r| r.split_once('-'))
-        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-        .unwrap_or_else(|| panic!("unexpected Range {range}"));
+    let (from, to) = parse_range(range);
     assert!(to - from < 256 << 10, "{range}: one 256 KiB block at most");
     assert_eq!(to, data.len() as u64 - 1, "{range}");
     m.unmount();
+}
+
+/// First and last byte of a `bytes=a-b` Range header.
+fn parse_range(range: &str) -> (u64, u64) {
+    range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .unwrap_or_else(|| panic!("unexpected Range {range}"))
 }
 
 /// The bytes a list of `bytes=a-b` ranges covers.
@@ -119,12 +124,8 @@ fn range_bytes(ranges: &[Option<String>]) -> u64 {
     ranges
         .iter()
         .map(|r| {
-            let r = r.as_deref().expect("ranged GETs only");
-            let (a, b) = r
-                .strip_prefix("bytes=")
-                .and_then(|r| r.split_once('-'))
-                .unwrap_or_else(|| panic!("unexpected Range {r}"));
-            b.parse::<u64>().expect("end") + 1 - a.parse::<u64>().expect("start")
+            let (from, to) = parse_range(r.as_deref().expect("ranged GETs only"));
+            to + 1 - from
         })
         .sum()
 }

@@ -28,6 +28,12 @@ fn fs_over(store: Arc<MemStore>, prefix: &str) -> Arc<Fs<MemStore>> {
     Fs::new(store, cfg)
 }
 
+/// Opens the file at `path` for reading.
+async fn open_for_reading(fs: &Arc<Fs<MemStore>>, path: &str) -> u64 {
+    let attr = path_attr(fs, path).await.unwrap();
+    fs.open(attr.ino, false, false).await.unwrap().0
+}
+
 async fn path_attr(fs: &Arc<Fs<MemStore>>, path: &str) -> Result<Attr, FsError> {
     let mut ino = ROOT_INO;
     let mut attr = fs.getattr(ino).await?;
@@ -154,8 +160,7 @@ async fn a_random_small_read_costs_one_block_sized_get() {
     let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
     store.put("big", data.clone(), Metadata::new());
     let fs = fs_over(store.clone(), "");
-    let attr = path_attr(&fs, "big").await.unwrap();
-    let (fh, _) = fs.open(attr.ino, false, false).await.unwrap();
+    let fh = open_for_reading(&fs, "big").await;
     let before = store.counters.gets.load(Ordering::Relaxed);
     let off = 3_000_000u64;
     let got = fs.read(fh, off, 4096).await.unwrap();
@@ -257,8 +262,7 @@ proptest! {
             store.put("obj", data.clone(), Metadata::new());
             let cfg = FsConfig { cache_bytes: 512 << 10, block_size, max_request, max_prefetch: 2 << 20, ..FsConfig::default() };
             let fs = Fs::new(store, cfg);
-            let a = path_attr(&fs, "obj").await.unwrap();
-            let (fh, _) = fs.open(a.ino, false, false).await.unwrap();
+            let fh = open_for_reading(&fs, "obj").await;
             for (off, len) in reads {
                 let got = fs.read(fh, off, len).await.unwrap();
                 let start = (off as usize).min(size);
@@ -283,8 +287,7 @@ async fn a_short_sequential_read_fetches_little_beyond_it() {
         ..FsConfig::default()
     };
     let fs = Fs::new(store.clone(), cfg);
-    let attr = path_attr(&fs, "table").await.unwrap();
-    let (fh, _) = fs.open(attr.ino, false, false).await.unwrap();
+    let fh = open_for_reading(&fs, "table").await;
     for off in [8u64 << 20, 9 << 20] {
         let got = fs.read(fh, off, 1 << 20).await.unwrap();
         assert_eq!(&got[..], &data[off as usize..off as usize + (1 << 20)]);
@@ -326,8 +329,7 @@ async fn a_read_across_blocks_fetched_together_is_not_copied() {
     let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 249) as u8).collect();
     store.put("grouped", data.clone(), Metadata::new());
     let fs = fs_over(store.clone(), "");
-    let attr = path_attr(&fs, "grouped").await.unwrap();
-    let (fh, _) = fs.open(attr.ino, false, false).await.unwrap();
+    let fh = open_for_reading(&fs, "grouped").await;
     // One read of four 64 KiB blocks: one GET, one buffer.
     fs.read(fh, 0, 256 << 10).await.unwrap();
     // Each of these spans two blocks of that GET.

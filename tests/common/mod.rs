@@ -254,24 +254,24 @@ impl Server {
         ]
     }
 
-    /// Options to assume the `writer` role (s3:* on bucket data) with the right external ID.
-    pub fn writer_args(&self) -> Vec<String> {
+    /// Options to assume role `name` with the right external ID.
+    fn role_args(&self, name: &str) -> Vec<String> {
         vec![
             "--role-arn".into(),
-            self.world.role("writer").into(),
+            self.world.role(name).into(),
             "--external-id".into(),
             self.world.external_id.clone(),
         ]
     }
 
+    /// Options to assume the `writer` role (s3:* on bucket data) with the right external ID.
+    pub fn writer_args(&self) -> Vec<String> {
+        self.role_args("writer")
+    }
+
     /// Options to assume the `reader` role with the right external ID.
     pub fn reader_args(&self) -> Vec<String> {
-        vec![
-            "--role-arn".into(),
-            self.world.role("reader").into(),
-            "--external-id".into(),
-            self.world.external_id.clone(),
-        ]
+        self.role_args("reader")
     }
 }
 
