@@ -250,8 +250,7 @@ fn status_source(
         let s = slot.status();
         let time = |t: Option<std::time::SystemTime>| t.map(crate::timefmt::rfc3339).unwrap_or_else(|| "-".into());
         let (attributes, listings) = fs.metadata_cache_sizes();
-        let hits = fs.stats.cache.hits.load(std::sync::atomic::Ordering::Relaxed);
-        let misses = fs.stats.cache.misses.load(std::sync::atomic::Ordering::Relaxed);
+        let (hits, misses) = fs.cache_hits_misses();
         let rate = if hits + misses == 0 {
             "-".to_owned()
         } else {

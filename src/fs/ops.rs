@@ -1,12 +1,13 @@
-//! Namespace and attribute changes: mkdir, rmdir, unlink, symlink, rename and setattr, each
-//! made of S3 requests that leave the bucket in a state s3fs reads the same way.
+//! Namespace and attribute changes: mkdir, rmdir, unlink, symlink, mknod, rename and
+//! setattr, each made of S3 requests that leave the bucket in a state s3fs reads the same
+//! way, then one update of the inode table that every open handle follows.
 
 use super::attr::{self, Attr, Kind};
-use super::dir::Listing;
 use super::write::{MAX_PART, split_even};
-use super::{Fs, FsError, ROOT_INO, lock};
+use super::{Fs, FsError, ROOT_INO};
 use crate::store::{NewObject, ObjectStore, StoreError};
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -55,25 +56,27 @@ impl SetAttr {
 }
 
 impl<S: ObjectStore> Fs<S> {
-    /// Writes the object `key` that stands for new entry `path` of `parent` (a marker,
+    /// Writes the object `key` that stands for new entry `name` of `parent` (a marker,
     /// symlink or special file), with `attr` as its metadata, and records it.
     async fn put_node(
         self: &Arc<Self>,
         parent: u64,
-        path: &str,
+        name: &str,
         key: &str,
         attr: Attr,
         body: Bytes,
     ) -> Result<Attr, FsError> {
+        if self.ns.entry(parent, name, &self.local()).await?.is_some() {
+            return Err(FsError::Exists);
+        }
         let new = NewObject {
             metadata: attr::to_metadata(&attr),
             content_type: None,
         };
-        let size = body.len() as u64;
         let etag = self.store.put(key, body, &new).await?;
-        self.wrote_key(key, size, &etag, attr.mtime);
-        self.touch(parent, true);
-        Ok(self.remember(parent, path, attr, etag, true))
+        self.writes.wrote_in(key);
+        self.ns.touch(parent, true);
+        Ok(self.ns.link_written(parent, name, key, attr, &etag))
     }
 
     /// Creates directory `name`: a `name/` marker object carrying its mode, owner and time.
@@ -85,73 +88,15 @@ impl<S: ObjectStore> Fs<S> {
         uid: u32,
         gid: u32,
     ) -> Result<Attr, FsError> {
-        let path = self.free_name(parent, name).await?;
+        let marker = self.ns.new_key(parent, name, Kind::Dir)?;
         let attr = Attr::new(Kind::Dir, 0, (mode & 0o7777) as u16, uid, gid, SystemTime::now());
-        let marker = self.dir_prefix(&path);
-        let attr = self.put_node(parent, &path, &marker, attr, Bytes::new()).await?;
-        // Nothing was under the name (free_name made sure): the new directory is empty, so
-        // the lookups and creates that usually follow a mkdir need no listing.
-        lock(&self.listings).insert(marker.clone(), Arc::new(Listing::new_dir(marker, attr.mtime)));
+        let attr = self.put_node(parent, name, &marker, attr, Bytes::new()).await?;
+        // Nothing was under the name (put_node made sure): the new directory is empty, so
+        // the lookups and creates that usually follow a mkdir need no listing, and the role
+        // may write in it.
+        self.ns.meta().new_empty_dir(&marker, attr.mtime);
+        self.writes.wrote_in(&format!("{marker}."));
         Ok(attr)
-    }
-
-    /// Whether anything but its own marker lies under directory `path`, in S3 or staged.
-    async fn has_children(&self, path: &str) -> Result<bool, FsError> {
-        let prefix = self.dir_prefix(path);
-        let page = self.store.list_page(&prefix, None, None, Some(2)).await?;
-        if page.objects.iter().any(|o| o.key != prefix) || !page.prefixes.is_empty() {
-            return Ok(true);
-        }
-        let inodes = lock(&self.inodes);
-        let under = inodes.under(path);
-        let dirty = lock(&self.dirty);
-        Ok(under.iter().any(|i| {
-            dirty.contains_key(i)
-                && inodes
-                    .get(*i)
-                    .is_some_and(|n| inodes.by_path(&n.path).map(|x| x.ino) == Some(*i))
-        }))
-    }
-
-    /// Removes empty directory `name`.
-    pub async fn rmdir(self: &Arc<Self>, parent: u64, name: &str) -> Result<(), FsError> {
-        let (dir, path) = self.child_path(parent, name)?;
-        let (attr, _) = self.resolve(&dir.path, &path).await?.ok_or(FsError::NotFound)?;
-        if attr.kind != Kind::Dir {
-            return Err(FsError::NotDir);
-        }
-        if self.has_children(&path).await? {
-            return Err(FsError::NotEmpty);
-        }
-        let marker = self.dir_prefix(&path);
-        self.store.delete(&marker).await?;
-        self.deleted_key(&marker);
-        lock(&self.listings).remove(&marker);
-        lock(&self.inodes).detach(&path);
-        self.touch(parent, true);
-        Ok(())
-    }
-
-    /// Removes file or symlink `name`. A file still open for writing is not uploaded after.
-    pub async fn unlink(self: &Arc<Self>, parent: u64, name: &str) -> Result<(), FsError> {
-        let (dir, path) = self.child_path(parent, name)?;
-        let (attr, _) = self.resolve(&dir.path, &path).await?.ok_or(FsError::NotFound)?;
-        if attr.kind == Kind::Dir {
-            return Err(FsError::IsDir);
-        }
-        let key = self.key_of(&path);
-        self.store.delete(&key).await?;
-        let ino = lock(&self.inodes).by_path(&path).map(|i| i.ino);
-        if let Some(d) = ino.and_then(|i| self.dirty_of(i)) {
-            d.lock().await.unlinked = true;
-        }
-        self.deleted_key(&key);
-        if let Some(i) = ino {
-            self.touch(i, false);
-        }
-        lock(&self.inodes).detach(&path);
-        self.touch(parent, true);
-        Ok(())
     }
 
     /// Creates symlink `name` pointing at `target`, stored as s3fs stores it: the target as
@@ -164,10 +109,9 @@ impl<S: ObjectStore> Fs<S> {
         uid: u32,
         gid: u32,
     ) -> Result<Attr, FsError> {
-        let path = self.free_name(parent, name).await?;
+        let key = self.ns.new_key(parent, name, Kind::Symlink)?;
         let attr = Attr::new(Kind::Symlink, target.len() as u64, 0o777, uid, gid, SystemTime::now());
-        let key = self.key_of(&path);
-        self.put_node(parent, &path, &key, attr, Bytes::copy_from_slice(target.as_bytes()))
+        self.put_node(parent, name, &key, attr, Bytes::copy_from_slice(target.as_bytes()))
             .await
     }
 
@@ -182,22 +126,80 @@ impl<S: ObjectStore> Fs<S> {
         rdev: u32,
         (uid, gid): (u32, u32),
     ) -> Result<Attr, FsError> {
-        let path = self.free_name(parent, name).await?;
+        let key = self.ns.new_key(parent, name, kind)?;
         let attr = Attr {
             rdev,
             ..Attr::new(kind, 0, perm, uid, gid, SystemTime::now())
         };
-        let key = self.key_of(&path);
-        self.put_node(parent, &path, &key, attr, Bytes::new()).await
+        self.put_node(parent, name, &key, attr, Bytes::new()).await
     }
 
-    /// Copies an object of any size on the server, keeping its headers.
-    async fn copy_any(&self, source: &str, dest: &str, size: u64) -> Result<(), FsError> {
+    /// The entry `name` in `parent` that an operation acts on, checked like a new name
+    /// (EROFS on a read-only mount); ENOENT if there is none.
+    async fn existing(self: &Arc<Self>, parent: u64, name: &str) -> Result<Attr, FsError> {
+        self.ns.new_key(parent, name, Kind::File)?;
+        self.ns
+            .entry(parent, name, &self.local())
+            .await?
+            .ok_or(FsError::NotFound)
+    }
+
+    /// Removes empty directory `name`.
+    pub async fn rmdir(self: &Arc<Self>, parent: u64, name: &str) -> Result<(), FsError> {
+        let attr = self.existing(parent, name).await?;
+        if attr.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if self.ns.has_children(attr.ino, &self.local()).await? {
+            return Err(FsError::NotEmpty);
+        }
+        let marker = self.ns.key_of(attr.ino)?;
+        self.store.delete(&marker).await?;
+        self.ns.meta().deleted_key(&marker);
+        self.ns.meta().drop_listing(&marker);
+        self.ns.unlink(parent, name, None);
+        self.ns.touch(parent, true);
+        Ok(())
+    }
+
+    /// Removes file or symlink `name`. What is staged for it is never uploaded; handles open
+    /// on it go on reading to the end (its object is deleted when the last one closes).
+    pub async fn unlink(self: &Arc<Self>, parent: u64, name: &str) -> Result<(), FsError> {
+        let attr = self.existing(parent, name).await?;
+        if attr.kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        let ino = attr.ino;
+        // Waits for an upload of it in progress, then keeps it from ever being uploaded.
+        self.writes.discard(ino).await;
+        let key = self.ns.key_of(ino)?;
+        let open = self.ns.table().get(ino).is_some_and(|n| n.opens > 0);
+        if self.ns.version(ino).is_some() {
+            if open {
+                self.ns.unlink(parent, name, Some(key));
+            } else {
+                self.store.delete(&key).await?;
+                self.ns.meta().deleted_key(&key);
+                self.ns.unlink(parent, name, None);
+            }
+        } else {
+            self.ns.unlink(parent, name, None);
+        }
+        self.ns.touch(ino, false);
+        self.ns.touch(parent, true);
+        Ok(())
+    }
+
+    /// Copies an object of any size on the server, keeping its headers; returns the copy's
+    /// ETag. With `if_match`, fails with ESTALE if the source is no longer that version.
+    async fn copy_any(&self, source: &str, dest: &str, size: u64, if_match: Option<&str>) -> Result<String, FsError> {
         if size <= MAX_PART {
-            self.store.copy(source, dest, None, None).await?;
-            return Ok(());
+            return Ok(self.store.copy(source, dest, None, if_match).await?);
         }
         let info = self.store.head(source).await?;
+        if if_match.is_some_and(|e| e != info.etag) {
+            return Err(FsError::Stale(format!("{source} changed")));
+        }
         let new = NewObject {
             metadata: info.metadata.unwrap_or_default(),
             content_type: info.content_type,
@@ -217,31 +219,20 @@ impl<S: ObjectStore> Fs<S> {
                 }
             }
         }
-        if let Err(e) = self.store.complete_multipart(dest, &upload_id, parts).await {
-            let _ = self.store.abort_multipart(dest, &upload_id).await;
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
-    /// Uploads any staged changes of files at or under `path`, so a rename moves them.
-    async fn flush_under(self: &Arc<Self>, path: &str) -> Result<(), FsError> {
-        let mut inos = lock(&self.inodes).under(path);
-        if let Some(i) = lock(&self.inodes).by_path(path).map(|i| i.ino) {
-            inos.push(i);
-        }
-        for ino in inos {
-            if let Some(d) = self.dirty_of(ino) {
-                let mut dirty = d.lock().await;
-                self.upload(ino, &mut dirty).await?;
+        match self.store.complete_multipart(dest, &upload_id, parts).await {
+            Ok(etag) => Ok(etag),
+            Err(e) => {
+                let _ = self.store.abort_multipart(dest, &upload_id).await;
+                Err(e.into())
             }
         }
-        Ok(())
     }
 
     /// Renames `name` in `parent` to `newname` in `newparent`, replacing a file (or an empty
-    /// directory) there. A file is copied with its metadata then deleted; a directory is
-    /// moved key by key, which is not atomic: a failure part-way leaves some keys moved.
+    /// directory) there. A file's object is copied with its metadata then deleted; a
+    /// directory is moved key by key, which is not atomic: a failure part-way leaves some
+    /// keys moved. Files open or being written under it move with it: their handles, staged
+    /// bytes and pending uploads belong to the inode, which now has the new name.
     pub async fn rename(
         self: &Arc<Self>,
         parent: u64,
@@ -250,96 +241,181 @@ impl<S: ObjectStore> Fs<S> {
         newname: &str,
         no_replace: bool,
     ) -> Result<(), FsError> {
-        let (src_dir, src) = self.child_path(parent, name)?;
-        let (dst_dir, dst) = self.child_path(newparent, newname)?;
-        let (from, _) = self.resolve(&src_dir.path, &src).await?.ok_or(FsError::NotFound)?;
-        let to = self.resolve(&dst_dir.path, &dst).await?;
-        if src == dst {
+        let from = self.existing(parent, name).await?;
+        let dst_key = self.ns.new_key(newparent, newname, from.kind)?;
+        let to = self.ns.entry(newparent, newname, &self.local()).await?;
+        if to.as_ref().is_some_and(|t| t.ino == from.ino) {
             return Ok(());
         }
         if no_replace && to.is_some() {
             return Err(FsError::Exists);
         }
         if from.kind == Kind::Dir {
-            if dst.starts_with(&format!("{src}/")) {
+            if self.ns.table().is_within(newparent, from.ino) {
                 return Err(FsError::Invalid);
             }
-            if let Some((t, _)) = &to {
+            if let Some(t) = &to {
                 if t.kind != Kind::Dir {
                     return Err(FsError::NotDir);
                 }
-                if self.has_children(&dst).await? {
+                if self.ns.has_children(t.ino, &self.local()).await? {
                     return Err(FsError::NotEmpty);
                 }
             }
-            self.flush_under(&src).await?;
-            self.move_tree(&src, &dst).await?;
-            self.forget_all();
+            self.rename_dir(&from, (parent, name), (newparent, newname), &dst_key)
+                .await?;
         } else {
-            if to.as_ref().is_some_and(|(t, _)| t.kind == Kind::Dir) {
+            if to.as_ref().is_some_and(|t| t.kind == Kind::Dir) {
                 return Err(FsError::IsDir);
             }
-            self.flush_under(&src).await?;
-            let (src_key, dst_key) = (self.key_of(&src), self.key_of(&dst));
-            self.copy_any(&src_key, &dst_key, from.size).await?;
-            self.store.delete(&src_key).await?;
-            let ino = lock(&self.inodes).by_path(&src).map(|i| i.ino);
-            if let Some(d) = ino.and_then(|i| self.dirty_of(i)) {
-                d.lock().await.key = dst_key.clone();
-            }
-            self.deleted_key(&src_key);
-            self.forget_key(&dst_key);
+            let replaced = to.map(|t| t.ino);
+            self.rename_file(from.ino, replaced, (parent, name), (newparent, newname), &dst_key)
+                .await?;
         }
-        lock(&self.inodes).rename(&src, &dst, newparent);
-        let moved = lock(&self.inodes).by_path(&dst).map(|i| i.ino);
-        if let Some(moved) = moved {
-            self.touch(moved, false);
-        }
-        self.touch(parent, true);
-        self.touch(newparent, true);
+        self.ns.touch(from.ino, false);
+        self.ns.touch(parent, true);
+        self.ns.touch(newparent, true);
         Ok(())
     }
 
-    /// Copies every key under `src/` to `dst/`, then deletes the originals.
-    async fn move_tree(self: &Arc<Self>, src: &str, dst: &str) -> Result<(), FsError> {
-        let (from, to) = (self.dir_prefix(src), self.dir_prefix(dst));
+    async fn rename_file(
+        self: &Arc<Self>,
+        ino: u64,
+        replaced: Option<u64>,
+        (parent, name): (u64, &str),
+        (newparent, newname): (u64, &str),
+        dst_key: &str,
+    ) -> Result<(), FsError> {
+        let inodes: Vec<u64> = [Some(ino), replaced].into_iter().flatten().collect();
+        let mut held = self.writes.hold_for_move(&inodes).await;
+        let _moving = self.ns.move_guard().await;
+        let src_key = self.ns.key_of(ino)?;
+        if let Some(version) = self.ns.version(ino) {
+            let etag = match self
+                .copy_any(&src_key, dst_key, version.size, Some(&version.etag()))
+                .await
+            {
+                Ok(etag) => etag,
+                // Another client replaced the object since this mount saw it: move what is
+                // there now, as a rename of the name must.
+                Err(FsError::Stale(_)) => {
+                    let info = self.store.head(&src_key).await?;
+                    self.copy_any(&src_key, dst_key, info.size, None).await?
+                }
+                Err(e) => return Err(e),
+            };
+            version.set_etag(&etag);
+            self.store.delete(&src_key).await?;
+            self.ns.meta().deleted_key(&src_key);
+            self.ns
+                .meta()
+                .wrote_key(dst_key, version.size, &etag, SystemTime::now());
+        } else if let Some(r) = replaced
+            && self.ns.version(r).is_some()
+        {
+            // A file not in S3 yet takes the name of one that is: the old object goes now,
+            // the new one appears when the file is uploaded.
+            self.store.delete(dst_key).await?;
+            self.ns.meta().deleted_key(dst_key);
+        }
+        if let Some(r) = self.ns.rename(parent, name, newparent, newname) {
+            held.discard(r);
+        }
+        held.moved();
+        Ok(())
+    }
+
+    async fn rename_dir(
+        self: &Arc<Self>,
+        from: &Attr,
+        (parent, name): (u64, &str),
+        (newparent, newname): (u64, &str),
+        dst_prefix: &str,
+    ) -> Result<(), FsError> {
+        let inside: Vec<u64> = {
+            let t = self.ns.table();
+            self.writes
+                .staged_inodes()
+                .into_iter()
+                .filter(|i| t.is_within(*i, from.ino))
+                .collect()
+        };
+        let held = self.writes.hold_for_move(&inside).await;
+        let _moving = self.ns.move_guard().await;
+        let src_prefix = self.ns.key_of(from.ino)?;
+        let etags = self.move_tree(&src_prefix, dst_prefix).await?;
+        self.ns.rename(parent, name, newparent, newname);
+        // Objects copied by the move may carry new ETags: the versions that handles and
+        // staging states hold follow them.
+        let moved = self.ns.table().descendants(from.ino);
+        for ino in moved {
+            if let (Some(v), Ok(key)) = (self.ns.version(ino), self.ns.key_of(ino))
+                && let Some(etag) = etags.get(&key)
+            {
+                v.set_etag(etag);
+            }
+        }
+        self.ns.meta().forget_all();
+        held.moved();
+        Ok(())
+    }
+
+    /// Copies every key under `src` to `dst` (both `dir/` prefixes), then deletes the
+    /// originals. Returns the new keys with their ETags.
+    async fn move_tree(self: &Arc<Self>, src: &str, dst: &str) -> Result<HashMap<String, String>, FsError> {
         let mut keys = Vec::new();
         let mut token = None;
         loop {
-            let page = self.store.list_page(&from, None, token, None).await?;
-            keys.extend(page.objects.into_iter().map(|o| (o.key, o.size)));
+            let page = self.store.list_page(src, None, token, None).await?;
+            keys.extend(page.objects.into_iter().map(|o| (o.key, o.size, o.etag)));
             token = page.next;
             if token.is_none() {
                 break;
             }
         }
+        if keys
+            .iter()
+            .any(|(k, _, _)| k.len() - src.len() + dst.len() > super::namespace::MAX_KEY_LEN)
+        {
+            return Err(FsError::NameTooLong);
+        }
         let mut tasks = tokio::task::JoinSet::new();
         let limit = Arc::new(tokio::sync::Semaphore::new(16));
-        for (key, size) in keys.clone() {
+        for (key, size, etag) in keys.clone() {
             let permit = limit
                 .clone()
                 .acquire_owned()
                 .await
                 .map_err(|e| FsError::Io(e.to_string()))?;
             let me = self.clone();
-            let dest = format!("{to}{}", &key[from.len()..]);
+            let dest = format!("{dst}{}", &key[src.len()..]);
             tasks.spawn(async move {
                 let _permit = permit;
-                me.copy_any(&key, &dest, size).await
+                let pin = (!etag.is_empty()).then_some(etag);
+                let copied = match me.copy_any(&key, &dest, size, pin.as_deref()).await {
+                    Err(FsError::Stale(_)) => {
+                        let info = me.store.head(&key).await?;
+                        me.copy_any(&key, &dest, info.size, None).await
+                    }
+                    other => other,
+                };
+                copied.map(|etag| (dest, etag))
             });
         }
+        let mut etags = HashMap::new();
         while let Some(r) = tasks.join_next().await {
-            r.map_err(|e| FsError::Io(e.to_string()))??;
+            let (dest, etag) = r.map_err(|e| FsError::Io(e.to_string()))??;
+            etags.insert(dest, etag);
         }
-        for (key, _) in keys {
+        for (key, _, _) in keys {
             self.store.delete(&key).await?;
         }
-        Ok(())
+        Ok(etags)
     }
 
-    /// chmod, chown, utimens and truncate. Metadata changes rewrite the object's metadata in
-    /// place on the server (CopyObject with REPLACE, keeping the content type and every other
-    /// metadata key); a file open for writing takes them with its next upload.
+    /// chmod, chown, utimens and truncate. On a file being written they go up with it;
+    /// otherwise a metadata change rewrites the object's metadata in place on the server
+    /// (CopyObject with REPLACE, keeping the content type and every other metadata key).
     pub async fn setattr(self: &Arc<Self>, ino: u64, set: SetAttr) -> Result<Attr, FsError> {
         if self.cfg.read_only {
             return Err(FsError::ReadOnly);
@@ -357,36 +433,34 @@ impl<S: ObjectStore> Fs<S> {
         if current.kind == Kind::Dir {
             return self.set_dir_attr(ino, current, set).await;
         }
-        if let Some(d) = self.dirty_of(ino) {
-            let mut dirty = d.lock().await;
+        if let Some(staged) = self.writes.staged(ino) {
             if let Some(size) = set.size {
-                self.truncate_dirty(&mut dirty, size).await?;
+                self.writes.truncate(ino, &staged, size).await?;
             }
-            set.apply(&mut dirty.attr);
-            dirty.changed = true;
-            return Ok(Attr {
-                ino,
-                ..dirty.attr.clone()
-            });
+            self.ns.update_attr(ino, |a| set.apply(a));
+            self.writes.attrs_changed(ino, set.changes_metadata()).await;
+            return self.getattr(ino).await;
         }
-        let path = self.inode(ino)?.path;
-        let key = self.key_of(&path);
-        let d = self.begin_write(ino, &current, &key, true).await?;
+        if set.size.is_some() {
+            self.writes.check_writable(&self.ns.key_of(ino)?).await?;
+        }
+        let staged = self.writes.begin(ino, true).await?;
         let result = async {
-            let mut dirty = d.lock().await;
             if let Some(size) = set.size {
-                self.truncate_dirty(&mut dirty, size).await?;
+                self.writes.truncate(ino, &staged, size).await?;
             }
-            set.apply(&mut dirty.attr);
-            dirty.changed = true;
-            self.upload(ino, &mut dirty).await?;
-            Ok(Attr {
-                ino,
-                ..dirty.attr.clone()
-            })
+            self.ns.update_attr(ino, |a| set.apply(a));
+            self.writes.attrs_changed(ino, set.changes_metadata()).await;
+            self.writes.flush(ino).await?;
+            self.getattr(ino).await
         }
         .await;
-        self.finish_write(ino).await;
+        if result.is_err() {
+            // S3 did not take it: the mount shows what S3 has.
+            self.writes.discard(ino).await;
+            self.ns.update_attr(ino, |a| *a = Attr { ino, ..current.clone() });
+        }
+        self.writes.end(ino).await;
         result
     }
 
@@ -397,8 +471,7 @@ impl<S: ObjectStore> Fs<S> {
         if ino == ROOT_INO && self.cfg.prefix.is_empty() {
             return Err(FsError::NotPermitted);
         }
-        let path = self.inode(ino)?.path;
-        let marker = self.dir_prefix(&path);
+        let marker = self.ns.key_of(ino)?;
         let mut attr = current;
         set.apply(&mut attr);
         let mut metadata = match self.store.head(&marker).await {
@@ -412,7 +485,7 @@ impl<S: ObjectStore> Fs<S> {
             content_type: None,
         };
         let etag = self.store.put(&marker, Bytes::new(), &new).await?;
-        self.uploaded(ino, &marker, attr.clone(), etag);
+        self.ns.committed(ino, &marker, &attr, &etag, 0);
         Ok(attr)
     }
 }

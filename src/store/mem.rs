@@ -32,6 +32,8 @@ pub struct MemCounters {
     pub bytes_read: AtomicU64,
     /// Objects written (PutObject, CompleteMultipartUpload, CopyObject).
     pub writes: AtomicU64,
+    /// Multipart uploads started.
+    pub uploads_started: AtomicU64,
     /// Parts uploaded or copied.
     pub parts: AtomicU64,
     /// Multipart uploads aborted.
@@ -284,6 +286,7 @@ impl ObjectStore for MemStore {
     }
 
     async fn create_multipart(&self, key: &str, new: &NewObject) -> Result<String, StoreError> {
+        self.counters.uploads_started.fetch_add(1, Ordering::Relaxed);
         self.check_write("CreateMultipartUpload", key)?;
         let id = format!("upload-{}", self.versions.fetch_add(1, Ordering::Relaxed));
         self.uploads().insert(

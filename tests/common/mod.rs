@@ -541,3 +541,33 @@ fn iso_dates_parse() {
     );
     assert!(parse_iso("2000-02-29T00:00:00.123Z").is_some());
 }
+
+impl Server {
+    /// The body and user metadata of `bucket/key`, read as the admin user; `None` if absent.
+    pub fn object(&self, bucket: &str, key: &str) -> Option<(Vec<u8>, HashMap<String, String>)> {
+        self.block_on(async {
+            let out = self.admin.get_object().bucket(bucket).key(key).send().await.ok()?;
+            let meta = out.metadata().cloned().unwrap_or_default();
+            let body = out.body.collect().await.ok()?.into_bytes().to_vec();
+            Some((body, meta))
+        })
+    }
+
+    /// Every key under `prefix` in `bucket`, as the admin user sees them.
+    pub fn keys_under(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.block_on(async {
+            let out = self
+                .admin
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .expect("list");
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned))
+                .collect()
+        })
+    }
+}

@@ -1,6 +1,6 @@
 //! Directory listings: one delimited, paginated ListObjectsV2 turned into entries.
 
-use super::attr::Kind;
+use crate::fs::attr::Kind;
 use crate::store::{ObjectInfo, ObjectStore, StoreError};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;

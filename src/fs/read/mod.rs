@@ -1,10 +1,19 @@
 //! The read path: ranged GETs into the block cache, with a prefetch window that grows while
-//! a handle reads sequentially. A random read costs one GET of the blocks it touches.
+//! a handle reads sequentially. A random read costs one GET of the blocks it touches. Reads
+//! are of one object version; the key is asked of the namespace when each GET starts, so a
+//! rename by this mount never breaks a reader.
 
-use super::cache::{Block, BlockCache, BlockId};
-use super::{Fs, FsError, lock};
+mod bufpool;
+mod cache;
+
+pub use cache::CacheStats;
+
+use crate::fs::error::FsError;
+use crate::fs::lock;
+use crate::fs::namespace::{Namespace, ObjectVersion};
 use crate::store::ObjectStore;
 use bytes::{Bytes, BytesMut};
+use cache::{Block, BlockCache, BlockId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +27,7 @@ type BlockResult = Option<Result<Block, FsError>>;
 const GROUP_BYTES: u64 = 1 << 20;
 
 /// The size of a full group buffer: whole blocks, [`GROUP_BYTES`] or one block if larger.
-pub(super) fn group_buffer_size(block_size: u64) -> usize {
+fn group_buffer_size(block_size: u64) -> usize {
     ((GROUP_BYTES / block_size).max(1) * block_size) as usize
 }
 
@@ -33,19 +42,34 @@ const SEQUENTIAL_SLACK: u64 = 4 << 20;
 /// not fetch much it will not read.
 const FIRST_WINDOW: u64 = 1 << 20;
 
+/// How the read path behaves.
+#[derive(Clone, Debug)]
+pub struct ReadConfig {
+    /// Byte budget of the block cache.
+    pub cache_bytes: u64,
+    /// Size of a cache block, and of the GET a random read costs.
+    pub block_size: u64,
+    /// Most bytes fetched ahead of a sequential reader.
+    pub max_prefetch: u64,
+    /// Largest single GET issued when prefetching.
+    pub max_request: u64,
+}
+
 /// Cached blocks and blocks being fetched, under one lock so a block is fetched once.
-pub(super) struct BlockState {
+struct BlockState {
     cache: BlockCache,
     inflight: HashMap<BlockId, watch::Receiver<BlockResult>>,
 }
 
-impl BlockState {
-    pub(super) fn new(cache: BlockCache) -> Self {
-        BlockState {
-            cache,
-            inflight: HashMap::new(),
-        }
-    }
+/// The block cache and the GETs that fill it.
+pub struct Reads<S: ObjectStore> {
+    store: Arc<S>,
+    ns: Arc<Namespace<S>>,
+    cfg: ReadConfig,
+    blocks: Mutex<BlockState>,
+    buffers: Arc<bufpool::BufferPool>,
+    /// Hits and misses.
+    pub stats: CacheStats,
 }
 
 /// Where a handle's reads have been going.
@@ -59,14 +83,9 @@ struct Sequence {
     window: u64,
 }
 
-/// An open file handle.
+/// The access pattern of one open handle, so a sequential reader gets a prefetch window.
 #[derive(Debug)]
-pub(super) struct OpenFile {
-    pub(super) ino: u64,
-    /// Opened for writing.
-    pub(super) writable: bool,
-    object: Arc<(String, String)>,
-    size: u64,
+pub struct ReadStream {
     sequence: Mutex<Sequence>,
     /// Highest block whose fetch this handle has started, so a sequential reader does not
     /// rescan its whole prefetch window on every request (`u64::MAX`: none yet).
@@ -75,25 +94,17 @@ pub(super) struct OpenFile {
     released_until: AtomicU64,
 }
 
-impl OpenFile {
-    pub(super) fn new(ino: u64, key: String, etag: String, size: u64) -> Self {
-        OpenFile {
-            ino,
-            writable: false,
-            object: Arc::new((key, etag)),
-            size,
+impl Default for ReadStream {
+    fn default() -> Self {
+        ReadStream {
             sequence: Mutex::new(Sequence::default()),
             requested_until: AtomicU64::new(u64::MAX),
             released_until: AtomicU64::new(0),
         }
     }
+}
 
-    /// The same handle, allowed to write.
-    pub(super) fn writable(mut self) -> Self {
-        self.writable = true;
-        self
-    }
-
+impl ReadStream {
     /// Updates the access pattern with a read of `offset..end` and returns how many bytes
     /// past `end` to fetch ahead: nothing for a random read; for one that continues a run,
     /// half of what the run has read so far, at least [`FIRST_WINDOW`]. Growing with the
@@ -117,38 +128,49 @@ impl OpenFile {
     }
 }
 
-impl<S: ObjectStore> Fs<S> {
-    pub(super) fn open_file(&self, fh: u64) -> Result<Arc<OpenFile>, FsError> {
-        lock(&self.files).get(&fh).cloned().ok_or(FsError::BadHandle)
-    }
+/// One object version being read, with the inode whose key it lies at.
+#[derive(Clone)]
+pub struct Source {
+    /// The inode (its key is asked at each GET).
+    pub ino: u64,
+    /// The version read.
+    pub version: Arc<ObjectVersion>,
+}
 
-    /// Reads up to `size` bytes at `offset` from an open file; a file being written is read
-    /// from its staged state, so a program sees its own writes.
-    pub async fn read(self: &Arc<Self>, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
-        let file = self.open_file(fh)?;
-        if let Some(d) = self.dirty_of(file.ino) {
-            let dirty = d.lock().await;
-            return self.read_dirty(file.ino, &dirty, offset, size).await;
+impl<S: ObjectStore> Reads<S> {
+    /// A block cache of `cfg.cache_bytes` over `store`, finding keys through `ns`.
+    pub fn new(store: Arc<S>, ns: Arc<Namespace<S>>, cfg: ReadConfig) -> Self {
+        Reads {
+            store,
+            ns,
+            blocks: Mutex::new(BlockState {
+                cache: BlockCache::new(cfg.cache_bytes),
+                inflight: HashMap::new(),
+            }),
+            buffers: bufpool::BufferPool::new(group_buffer_size(cfg.block_size), 64),
+            cfg,
+            stats: CacheStats::default(),
         }
-        self.read_object(&file, offset, u64::from(size)).await
     }
 
     /// Reads `len` bytes at `offset` of one version of an object through the block cache.
-    pub(super) async fn read_object(
+    pub async fn read(
         self: &Arc<Self>,
-        file: &Arc<OpenFile>,
+        source: &Source,
+        stream: &ReadStream,
         offset: u64,
         len: u64,
     ) -> Result<Bytes, FsError> {
-        if offset >= file.size || len == 0 {
+        let size = source.version.size;
+        if offset >= size || len == 0 {
             return Ok(Bytes::new());
         }
-        let end = (offset + len).min(file.size);
+        let end = (offset + len).min(size);
         let bs = self.cfg.block_size;
         let (first, last) = (offset / bs, (end - 1) / bs);
         let max_ahead = self.cfg.max_prefetch.min(self.cfg.cache_bytes / 2);
-        let ahead = file.read_ahead(offset, end, bs, max_ahead);
-        let last_of_file = (file.size - 1) / bs;
+        let ahead = stream.read_ahead(offset, end, bs, max_ahead);
+        let last_of_file = (size - 1) / bs;
         // While the window is small (a short run, such as one Parquet column chunk), fetch
         // just the window ahead, so a stream that stops soon has fetched little beyond it.
         // Once it is a whole request or more, round the target up to a request boundary,
@@ -163,28 +185,28 @@ impl<S: ObjectStore> Fs<S> {
         };
         let target = target.min(last_of_file);
         // The blocks asked for now, then whatever part of the window is new.
-        self.start_fetches(file, first, last, per_request);
+        self.start_fetches(source, first, last, per_request);
         if ahead == 0 {
-            file.requested_until.store(last, Ordering::Relaxed);
+            stream.requested_until.store(last, Ordering::Relaxed);
         } else {
-            let done = file.requested_until.load(Ordering::Relaxed);
+            let done = stream.requested_until.load(Ordering::Relaxed);
             let from = if done == u64::MAX {
                 last + 1
             } else {
                 (last + 1).max(done + 1)
             };
             if from <= target {
-                self.start_fetches(file, from, target, per_request);
+                self.start_fetches(source, from, target, per_request);
             }
-            file.requested_until.fetch_max(target, Ordering::Relaxed);
+            stream.requested_until.fetch_max(target, Ordering::Relaxed);
         }
 
         if ahead > 0 {
-            self.release_read_blocks(file, first);
+            self.release_read_blocks(source, stream, first);
         }
         let mut blocks = Vec::with_capacity((last - first + 1) as usize);
         for index in first..=last {
-            blocks.push(self.block(file, index).await?);
+            blocks.push(self.block(source, index).await?);
         }
         let from = (offset - first * bs) as usize;
         let to_in_last = ((end - last * bs) as usize).min(blocks[blocks.len() - 1].len);
@@ -210,16 +232,16 @@ impl<S: ObjectStore> Fs<S> {
     /// fill the cache with fresh memory (page faults on every block) and push out blocks that
     /// random readers come back to. Releasing them returns their buffers to the pool at once.
     /// The lag covers the kernel's reads arriving a little out of order.
-    fn release_read_blocks(&self, file: &OpenFile, first: u64) {
+    fn release_read_blocks(&self, source: &Source, stream: &ReadStream, first: u64) {
         let until = first.saturating_sub(SEQUENTIAL_SLACK.div_ceil(self.cfg.block_size));
-        let from = file.released_until.fetch_max(until, Ordering::Relaxed);
+        let from = stream.released_until.fetch_max(until, Ordering::Relaxed);
         if from >= until {
             return;
         }
         let mut state = lock(&self.blocks);
         for index in from..until {
             state.cache.remove(&BlockId {
-                object: file.object.clone(),
+                version: source.version.id,
                 index,
             });
         }
@@ -227,14 +249,14 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Starts GETs for the blocks in `first..=last` that are neither cached nor already being
     /// fetched, at most `per_request` blocks per GET and never across a request boundary.
-    fn start_fetches(self: &Arc<Self>, file: &Arc<OpenFile>, first: u64, last: u64, per_request: u64) {
+    fn start_fetches(self: &Arc<Self>, source: &Source, first: u64, last: u64, per_request: u64) {
         let mut runs: Vec<(u64, Vec<watch::Sender<BlockResult>>)> = Vec::new();
         {
             let mut state = lock(&self.blocks);
             let mut run: Option<(u64, Vec<watch::Sender<BlockResult>>)> = None;
             for index in first..=last {
                 let id = BlockId {
-                    object: file.object.clone(),
+                    version: source.version.id,
                     index,
                 };
                 let missing = !state.cache.contains(&id) && !state.inflight.contains_key(&id);
@@ -252,19 +274,19 @@ impl<S: ObjectStore> Fs<S> {
         }
         for (start, senders) in runs {
             let me = self.clone();
-            let file = file.clone();
-            tokio::spawn(async move { me.fetch_run(file, start, senders).await });
+            let source = source.clone();
+            tokio::spawn(async move { me.fetch_run(source, start, senders).await });
         }
     }
 
     /// One GET covering consecutive blocks. They are filled into group buffers of up to
     /// [`GROUP_BYTES`] (aligned, so a sequential reader's 1 MiB reads fall in one), and each
     /// group's blocks are handed over as soon as its last byte arrives.
-    async fn fetch_run(self: Arc<Self>, file: Arc<OpenFile>, first: u64, senders: Vec<watch::Sender<BlockResult>>) {
+    async fn fetch_run(self: Arc<Self>, source: Source, first: u64, senders: Vec<watch::Sender<BlockResult>>) {
         let bs = self.cfg.block_size;
         let per_group = group_buffer_size(bs) as u64 / bs;
         let start = first * bs;
-        let end = ((first + senders.len() as u64) * bs).min(file.size);
+        let end = ((first + senders.len() as u64) * bs).min(source.version.size);
         // Block i of the run covers bytes block_start(i)..block_end(i) of the run.
         let block_end = |i: usize| ((start + (i as u64 + 1) * bs).min(end) - start) as usize;
         let block_start = |i: usize| if i == 0 { 0 } else { block_end(i - 1) };
@@ -274,10 +296,11 @@ impl<S: ObjectStore> Fs<S> {
             let last = (index / per_group + 1) * per_group - 1 - first;
             (last as usize).min(senders.len() - 1)
         };
-        let (key, etag) = (&file.object.0, &file.object.1);
         let mut done = 0usize;
         let result: Result<(), FsError> = async {
-            let mut body = self.store.get_range(key, start..end, Some(etag)).await?;
+            let key = self.ns.key_of(source.ino)?;
+            let etag = source.version.etag();
+            let mut body = self.store.get_range(&key, start..end, Some(&etag)).await?;
             // The bytes of the group that starts with block i.
             let group_len = |i: usize| block_end(group_last(i)) - block_start(i);
             let mut buf = self.buffers.take(group_len(0));
@@ -303,7 +326,7 @@ impl<S: ObjectStore> Fs<S> {
                                 start: block_start(i) - base,
                                 len: block_end(i) - block_start(i),
                             };
-                            self.finish_block(&file, first + i as u64, tx, Ok(block));
+                            self.finish_block(&source, first + i as u64, tx, Ok(block));
                         }
                         done = last + 1;
                     }
@@ -323,20 +346,20 @@ impl<S: ObjectStore> Fs<S> {
         .await;
         if let Err(e) = result {
             for (i, tx) in senders.iter().enumerate().skip(done) {
-                self.finish_block(&file, first + i as u64, tx, Err(e.clone()));
+                self.finish_block(&source, first + i as u64, tx, Err(e.clone()));
             }
         }
     }
 
     fn finish_block(
         &self,
-        file: &OpenFile,
+        source: &Source,
         index: u64,
         tx: &watch::Sender<BlockResult>,
         result: Result<Block, FsError>,
     ) {
         let id = BlockId {
-            object: file.object.clone(),
+            version: source.version.id,
             index,
         };
         {
@@ -351,30 +374,30 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Block `index` of an open file: from the cache, from a GET already under way, or from a
     /// new GET. A failed GET is tried once more before the read fails.
-    async fn block(self: &Arc<Self>, file: &Arc<OpenFile>, index: u64) -> Result<Block, FsError> {
+    async fn block(self: &Arc<Self>, source: &Source, index: u64) -> Result<Block, FsError> {
         let mut retried = false;
         let mut counted = false;
         loop {
             let id = BlockId {
-                object: file.object.clone(),
+                version: source.version.id,
                 index,
             };
             let waiting = {
                 let mut state = lock(&self.blocks);
                 if let Some(data) = state.cache.get(&id) {
                     if !counted {
-                        BlockCache::count(&self.stats.cache, true);
+                        BlockCache::count(&self.stats, true);
                     }
                     return Ok(data);
                 }
                 state.inflight.get(&id).cloned()
             };
             if !counted {
-                BlockCache::count(&self.stats.cache, false);
+                BlockCache::count(&self.stats, false);
                 counted = true;
             }
             let Some(mut rx) = waiting else {
-                self.start_fetches(file, index, index, 1);
+                self.start_fetches(source, index, index, 1);
                 continue;
             };
             let result = match rx.wait_for(|r| r.is_some()).await {
@@ -382,11 +405,13 @@ impl<S: ObjectStore> Fs<S> {
                 Err(_) => Err(FsError::Io("fetch abandoned".into())),
             };
             if retried && let Err(FsError::Io(e)) = &result {
-                tracing::error!("reading block {index} of {} failed twice: {e}", file.object.0);
+                tracing::error!("reading block {index} of inode {} failed twice: {e}", source.ino);
             }
             match result {
-                Err(FsError::Io(e)) if !retried => {
-                    tracing::debug!("block {index} of {} failed ({e}); trying once more", file.object.0);
+                // A GET that failed, or found nothing because a rename moved the object as
+                // it started, is tried once more, at the key the inode has now.
+                Err(e @ (FsError::Io(_) | FsError::NotFound)) if !retried => {
+                    tracing::debug!("block {index} of inode {} failed ({e}); trying once more", source.ino);
                     retried = true
                 }
                 other => return other,

@@ -1,16 +1,16 @@
-//! A byte-bounded LRU of object blocks. Entries are keyed by key *and* ETag, so a block of
-//! an object that another client replaced is never served for the new version.
+//! A byte-bounded LRU of object blocks. Entries are keyed by object version, never by key:
+//! a block of an object that was replaced is never served for the new version, and a rename
+//! by this mount (which moves the version to a new key) keeps its blocks.
 
 use bytes::Bytes;
 use lru::LruCache;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One block of one version of one object.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlockId {
-    /// Key and ETag of the object version, shared by all its blocks.
-    pub object: Arc<(String, String)>,
+    /// The object version's id.
+    pub version: u64,
     /// Block number (offset / block size).
     pub index: u64,
 }
@@ -132,10 +132,7 @@ mod tests {
     use super::*;
 
     fn id(n: u64) -> BlockId {
-        BlockId {
-            object: Arc::new(("k".into(), "e".into())),
-            index: n,
-        }
+        BlockId { version: 1, index: n }
     }
 
     #[test]
@@ -171,13 +168,10 @@ mod tests {
     }
 
     #[test]
-    fn a_new_etag_is_a_different_block() {
+    fn a_new_version_is_a_different_block() {
         let mut c = BlockCache::new(100);
         c.insert(id(0), Block::alone(Bytes::from_static(b"old")));
-        let other = BlockId {
-            object: Arc::new(("k".into(), "e2".into())),
-            index: 0,
-        };
+        let other = BlockId { version: 2, index: 0 };
         assert!(c.get(&other).is_none());
     }
 }

@@ -1,0 +1,726 @@
+//! The namespace: which inode stands at which name, what its attributes are, and which
+//! version of which object holds its bytes. It is the only code that turns an inode into a
+//! key: read handles, staging states and uploads hold inode numbers (and versions) and ask
+//! here at each request, so a rename is one update in the table and everything follows it.
+
+pub mod inodes;
+pub mod listing;
+pub mod meta;
+pub mod version;
+
+pub use inodes::{InodeTable, ROOT_INO, Stat};
+pub use listing::invalid_name;
+pub use version::ObjectVersion;
+
+use crate::fs::attr::{self, Attr, Defaults, Kind};
+use crate::fs::error::FsError;
+use crate::fs::lock;
+use crate::store::{ObjectInfo, ObjectStore};
+use listing::{DirEntry, Listing};
+use meta::MetaCache;
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+use version::Versions;
+
+/// The longest key S3 stores.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// The size of an inode whose contents this mount is changing right now (it has a staging
+/// state): then its attributes here are the truth, not what S3 says. The write path owns
+/// that fact and the size; the namespace asks.
+pub type IsLocal<'a> = &'a (dyn Fn(u64) -> Option<u64> + Sync);
+
+/// One entry returned by a directory read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirItem {
+    /// Inode number.
+    pub ino: u64,
+    /// Offset to resume after this entry.
+    pub next_offset: u64,
+    /// Type.
+    pub kind: Kind,
+    /// Name.
+    pub name: String,
+}
+
+/// What the namespace needs to know of the mount.
+#[derive(Clone, Debug)]
+pub struct NamespaceConfig {
+    /// Key prefix of the mount root: "" or ending with `/`.
+    pub prefix: String,
+    /// Attributes for objects without POSIX metadata.
+    pub defaults: Defaults,
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
+    /// How long listings and attributes are trusted.
+    pub metadata_ttl: Duration,
+    /// HEAD requests in flight when filling attributes of a listed directory.
+    pub head_concurrency: usize,
+}
+
+/// What a name resolved to.
+struct Found {
+    attr: Attr,
+    /// ETag and size of the object behind it (files only).
+    object: Option<(String, u64)>,
+    /// Attributes from this mount's own staging state, not from S3.
+    local: bool,
+}
+
+/// The namespace of one mount.
+pub struct Namespace<S: ObjectStore> {
+    store: Arc<S>,
+    cfg: NamespaceConfig,
+    table: Mutex<InodeTable>,
+    versions: Versions,
+    meta: Arc<MetaCache<S>>,
+    /// Keys of files unlinked while open: still in S3 until their last handle closes, but
+    /// gone from the mount.
+    hidden: Mutex<HashSet<String>>,
+    /// Held shared while an object is written at an inode's key, exclusively while keys
+    /// move (rename, a deferred delete), so no upload lands at a name that just went away.
+    commits: tokio::sync::RwLock<()>,
+    mounted_at: SystemTime,
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+impl<S: ObjectStore> Namespace<S> {
+    /// The namespace of a mount over `store`.
+    pub fn new(store: Arc<S>, cfg: NamespaceConfig) -> Self {
+        Namespace {
+            meta: Arc::new(MetaCache::new(store.clone(), cfg.metadata_ttl, cfg.head_concurrency)),
+            store,
+            cfg,
+            table: Mutex::new(InodeTable::new()),
+            versions: Versions::default(),
+            hidden: Mutex::new(HashSet::new()),
+            commits: tokio::sync::RwLock::new(()),
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    /// The cached listings and HEADs.
+    pub fn meta(&self) -> &Arc<MetaCache<S>> {
+        &self.meta
+    }
+
+    /// The inode table, for a short look or change (never held across an await).
+    pub fn table(&self) -> MutexGuard<'_, InodeTable> {
+        lock(&self.table)
+    }
+
+    /// Held while an object is written at an inode's key: keys do not move meanwhile.
+    pub async fn commit_guard(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.commits.read().await
+    }
+
+    /// Held while keys move: no upload lands meanwhile.
+    pub async fn move_guard(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.commits.write().await
+    }
+
+    fn key_for(&self, path: &str) -> String {
+        format!("{}{}", self.cfg.prefix, path)
+    }
+
+    fn prefix_for(&self, path: &str) -> String {
+        if path.is_empty() {
+            self.cfg.prefix.clone()
+        } else {
+            format!("{}{}/", self.cfg.prefix, path)
+        }
+    }
+
+    /// Where `ino`'s object is now: its key (a directory's is its `name/` marker), or, for a
+    /// file unlinked while open, the key its object stays at until the last close.
+    pub fn key_of(&self, ino: u64) -> Result<String, FsError> {
+        let t = self.table();
+        let node = t.get(ino).ok_or(FsError::BadHandle)?;
+        if let Some(orphan) = &node.orphan_key {
+            return Ok(orphan.clone());
+        }
+        let path = t.path(ino).ok_or(FsError::NotFound)?;
+        Ok(if node.kind == Kind::Dir {
+            self.prefix_for(&path)
+        } else {
+            self.key_for(&path)
+        })
+    }
+
+    /// The key a new entry `name` in `parent` would have, after checking the name: EROFS on
+    /// a read-only mount, ENAMETOOLONG past 255 bytes or past S3's 1,024-byte keys.
+    pub fn new_key(&self, parent: u64, name: &str, kind: Kind) -> Result<String, FsError> {
+        if self.cfg.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if name.len() > 255 {
+            return Err(FsError::NameTooLong);
+        }
+        if invalid_name(name).is_some() || name.contains('/') {
+            return Err(FsError::Invalid);
+        }
+        let t = self.table();
+        let dir = t.get(parent).ok_or(FsError::BadHandle)?;
+        if dir.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let path = join(&t.path(parent).ok_or(FsError::NotFound)?, name);
+        let key = if kind == Kind::Dir {
+            self.prefix_for(&path)
+        } else {
+            self.key_for(&path)
+        };
+        if key.len() > MAX_KEY_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        Ok(key)
+    }
+
+    /// The prefix of the directory holding `key` (where a write probe is cached).
+    pub fn dir_prefix_of_key(key: &str) -> &str {
+        meta::split_key(key).0
+    }
+
+    // ---- attributes from S3 ------------------------------------------------------------------
+
+    fn attr_of_object(&self, info: &ObjectInfo, kind_hint: Kind) -> Attr {
+        let posix = info.metadata.as_ref().map(attr::parse_metadata).unwrap_or_default();
+        let kind = match (kind_hint, posix.kind) {
+            (Kind::Dir, _) => Kind::Dir,
+            (_, Some(k)) => k,
+            (k, None) => k,
+        };
+        let d = self.cfg.defaults;
+        let mtime = posix.mtime.unwrap_or(info.last_modified);
+        Attr {
+            ino: 0,
+            kind,
+            size: if kind == Kind::Dir { 0 } else { info.size },
+            perm: posix
+                .perm
+                .unwrap_or(if kind == Kind::Dir { d.dir_mode } else { d.file_mode }),
+            uid: posix.uid.unwrap_or(d.uid),
+            gid: posix.gid.unwrap_or(d.gid),
+            mtime,
+            atime: posix.atime.unwrap_or(mtime),
+            ctime: posix.ctime.unwrap_or(mtime),
+            rdev: posix.rdev.unwrap_or(0),
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
+        }
+    }
+
+    fn default_dir_attr(&self) -> Attr {
+        let d = self.cfg.defaults;
+        Attr::new(Kind::Dir, 0, d.dir_mode, d.uid, d.gid, self.mounted_at)
+    }
+
+    /// Attributes of the directory at `path`: from its marker object's metadata, or the
+    /// mount defaults when it has none.
+    async fn dir_attr(self: &Arc<Self>, path: &str) -> Result<Found, FsError> {
+        let attr = if path.is_empty() && self.cfg.prefix.is_empty() {
+            self.default_dir_attr()
+        } else {
+            match self.meta.head(&self.prefix_for(path)).await? {
+                Some(marker) => self.attr_of_object(&marker, Kind::Dir),
+                None => self.default_dir_attr(),
+            }
+        };
+        Ok(Found {
+            attr,
+            object: None,
+            local: false,
+        })
+    }
+
+    async fn file_attr(self: &Arc<Self>, key: &str, listed: Option<&DirEntry>) -> Result<Option<Found>, FsError> {
+        let mut info = self.meta.head(key).await?;
+        // The listing is newer than a cached HEAD of another version: ask again.
+        if let (Some(i), Some(e)) = (&info, listed)
+            && i.etag != e.etag
+            && !e.etag.is_empty()
+        {
+            self.meta.drop_head(key);
+            info = self.meta.head(key).await?;
+        }
+        Ok(info.map(|i| Found {
+            attr: self.attr_of_object(&i, Kind::File),
+            object: Some((i.etag.clone(), i.size)),
+            local: false,
+        }))
+    }
+
+    /// What `name` in `parent` is now, or `None` if nothing is there.
+    async fn find(self: &Arc<Self>, parent: u64, name: &str, local: IsLocal<'_>) -> Result<Option<Found>, FsError> {
+        let (parent_path, local_child) = {
+            let t = self.table();
+            let parent_path = t.path(parent).ok_or(FsError::NotFound)?;
+            let child = t
+                .child(parent, name)
+                .and_then(|c| local(c).map(|size| (c, size)))
+                .and_then(|(c, size)| t.get(c).and_then(|n| n.stat.clone()).map(|s| (s, size)));
+            (parent_path, child)
+        };
+        if let Some((stat, size)) = local_child {
+            return Ok(Some(Found {
+                attr: Attr { size, ..stat.attr },
+                object: None,
+                local: true,
+            }));
+        }
+        let path = join(&parent_path, name);
+        let key = self.key_for(&path);
+        if lock(&self.hidden).contains(&key) {
+            return Ok(None);
+        }
+        if let Some(listing) = self.meta.cached_listing(&self.prefix_for(&parent_path)) {
+            let Some(entry) = listing.find(name).cloned() else {
+                return Ok(None);
+            };
+            self.start_fill(&parent_path, &listing);
+            return match entry.kind {
+                Kind::Dir => self.dir_attr(&path).await.map(Some),
+                _ => self.file_attr(&key, Some(&entry)).await,
+            };
+        }
+        // No fresh listing of the parent: ask for the object and for anything under
+        // `path/` at once. A directory wins over an object of the same name.
+        let prefix = self.prefix_for(&path);
+        let (head, under) = tokio::join!(
+            self.meta.head(&key),
+            self.store.list_page(&prefix, Some("/"), None, Some(1))
+        );
+        let under = under.map_err(FsError::from)?;
+        if !under.objects.is_empty() || !under.prefixes.is_empty() {
+            return self.dir_attr(&path).await.map(Some);
+        }
+        Ok(head?.map(|info| Found {
+            attr: self.attr_of_object(&info, Kind::File),
+            object: Some((info.etag.clone(), info.size)),
+            local: false,
+        }))
+    }
+
+    /// Fetches the attributes of every entry of a listed directory ahead of the kernel's
+    /// lookups, a bounded number of HEADs at a time. Started by the first lookup in the
+    /// directory, so a plain `ls` costs one listing while `ls -l` does not wait for one HEAD
+    /// after another.
+    fn start_fill(self: &Arc<Self>, parent_path: &str, listing: &Arc<Listing>) {
+        if listing.fill_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let me = self.clone();
+        let listing = listing.clone();
+        let parent_path = parent_path.to_owned();
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for entry in &listing.entries {
+                let path = join(&parent_path, &entry.name);
+                let key = match entry.kind {
+                    Kind::Dir => me.prefix_for(&path),
+                    _ => me.key_for(&path),
+                };
+                let meta = me.meta.clone();
+                tasks.spawn(async move {
+                    let _ = meta.head(&key).await;
+                });
+                while tasks.len() >= me.cfg.head_concurrency {
+                    tasks.join_next().await;
+                }
+            }
+            while tasks.join_next().await.is_some() {}
+        });
+    }
+
+    /// The version for an object with `etag` and `size`: the inode's own if it is that one
+    /// (so cached blocks stay valid), else a new one.
+    fn version_for(&self, current: Option<&Arc<ObjectVersion>>, etag: &str, size: u64) -> Arc<ObjectVersion> {
+        match current {
+            Some(v) if &*v.etag() == etag && v.size == size => v.clone(),
+            _ => self.versions.make(etag, size),
+        }
+    }
+
+    /// Records what S3 said about inode `ino` in its table entry; returns its attributes.
+    fn record(&self, t: &mut InodeTable, ino: u64, found: Found) -> Attr {
+        let mut attr = Attr { ino, ..found.attr };
+        if let Some(node) = t.get_mut(ino)
+            && !found.local
+        {
+            node.overlay(&mut attr);
+            node.kind = attr.kind;
+            node.version = found
+                .object
+                .map(|(etag, size)| self.version_for(node.version.as_ref(), &etag, size));
+            node.stat = Some(Stat {
+                attr: attr.clone(),
+                fetched: Instant::now(),
+            });
+        }
+        attr
+    }
+
+    /// Records what `name` in `parent` turned out to be.
+    fn remember(&self, parent: u64, name: &str, found: Found, lookup: bool) -> Attr {
+        let mut t = self.table();
+        let ino = t.upsert(parent, name, found.attr.kind);
+        let attr = self.record(&mut t, ino, found);
+        if lookup {
+            t.add_lookup(ino);
+        }
+        attr
+    }
+
+    /// Finds `name` in directory `parent`; counts a kernel lookup on success.
+    pub async fn lookup(self: &Arc<Self>, parent: u64, name: &str, local: IsLocal<'_>) -> Result<Attr, FsError> {
+        if name.len() > 255 {
+            return Err(FsError::NameTooLong);
+        }
+        if invalid_name(name).is_some() || name.contains('/') {
+            return Err(FsError::NotFound);
+        }
+        if self.table().get(parent).ok_or(FsError::BadHandle)?.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        match self.find(parent, name, local).await? {
+            Some(found) => Ok(self.remember(parent, name, found, true)),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// The inode at `name` in `parent` and its attributes, without counting a kernel lookup
+    /// (for rename, unlink and rmdir, which must know what they act on).
+    pub async fn entry(self: &Arc<Self>, parent: u64, name: &str, local: IsLocal<'_>) -> Result<Option<Attr>, FsError> {
+        Ok(self
+            .find(parent, name, local)
+            .await?
+            .map(|found| self.remember(parent, name, found, false)))
+    }
+
+    /// Attributes of `ino`, refreshed once the metadata TTL has passed, unless this mount is
+    /// changing it (then they are what this mount says) or it lost its name.
+    pub async fn getattr(self: &Arc<Self>, ino: u64, local: IsLocal<'_>) -> Result<Attr, FsError> {
+        let (stat, parent, name, linked, kind) = {
+            let t = self.table();
+            let node = t.get(ino).ok_or(FsError::BadHandle)?;
+            (
+                node.stat.clone(),
+                node.parent,
+                node.name.clone(),
+                node.linked,
+                node.kind,
+            )
+        };
+        let local_size = local(ino);
+        if let Some(stat) = &stat
+            && (!linked || local_size.is_some() || self.meta.fresh(stat.fetched))
+        {
+            let nlink = if linked { stat.attr.nlink } else { 0 };
+            return Ok(Attr {
+                ino,
+                nlink,
+                size: local_size.unwrap_or(stat.attr.size),
+                ..stat.attr.clone()
+            });
+        }
+        if !linked {
+            return Err(FsError::NotFound);
+        }
+        let found = if ino == ROOT_INO {
+            Some(self.dir_attr("").await?)
+        } else {
+            self.find(parent, &name, local).await?
+        };
+        match found {
+            Some(found) if found.attr.kind == kind || (kind == Kind::File && found.attr.kind == Kind::Symlink) => {
+                Ok(self.record(&mut self.table(), ino, found))
+            }
+            _ => Err(FsError::NotFound),
+        }
+    }
+
+    /// The entries of directory `ino`: its listing, without files unlinked here, plus files
+    /// created here and not uploaded yet. Inodes that only a listing showed are dropped
+    /// again after the TTL unless the kernel looks them up.
+    pub async fn read_dir(self: &Arc<Self>, ino: u64, local: IsLocal<'_>) -> Result<Vec<DirItem>, FsError> {
+        let (path, parent) = {
+            let t = self.table();
+            let node = t.get(ino).ok_or(FsError::BadHandle)?;
+            if node.kind != Kind::Dir {
+                return Err(FsError::NotDir);
+            }
+            (t.path(ino).ok_or(FsError::NotFound)?, node.parent)
+        };
+        let listing = self.meta.listing(&self.prefix_for(&path)).await?;
+        let hidden = lock(&self.hidden).clone();
+        let now = Instant::now();
+        let mut t = self.table();
+        t.expire_listed(now, self.cfg.metadata_ttl);
+        let local_children: Vec<(u64, Arc<str>, Kind)> = t
+            .children_of(ino)
+            .into_iter()
+            .filter(|c| local(*c).is_some())
+            .filter_map(|c| t.get(c).map(|n| (c, n.name.clone(), n.kind)))
+            .collect();
+        if ino != ROOT_INO && !listing.exists() && local_children.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        let mut items = Vec::with_capacity(listing.entries.len() + 2);
+        items.push(DirItem {
+            ino,
+            next_offset: 1,
+            kind: Kind::Dir,
+            name: ".".into(),
+        });
+        items.push(DirItem {
+            ino: parent,
+            next_offset: 2,
+            kind: Kind::Dir,
+            name: "..".into(),
+        });
+        for e in &listing.entries {
+            if e.kind != Kind::Dir && hidden.contains(&self.key_for(&join(&path, &e.name))) {
+                continue;
+            }
+            // Symlinks and special files list as files; keep the type learned from metadata.
+            let kind = match t.child(ino, &e.name).and_then(|c| t.get(c)) {
+                Some(known) if known.kind != Kind::Dir && e.kind == Kind::File => known.kind,
+                _ => e.kind,
+            };
+            let child = t.upsert_listed(ino, &e.name, kind, now);
+            items.push(DirItem {
+                ino: child,
+                next_offset: items.len() as u64 + 1,
+                kind,
+                name: e.name.clone(),
+            });
+        }
+        for (child, name, kind) in local_children {
+            if listing.find(&name).is_none() {
+                items.push(DirItem {
+                    ino: child,
+                    next_offset: items.len() as u64 + 1,
+                    kind,
+                    name: name.to_string(),
+                });
+            }
+        }
+        Ok(items)
+    }
+
+    /// Whether anything but its own marker lies under directory `ino`, in S3 or being written
+    /// here.
+    pub async fn has_children(&self, ino: u64, local: IsLocal<'_>) -> Result<bool, FsError> {
+        let prefix = self.key_of(ino)?;
+        let page = self.store.list_page(&prefix, None, None, Some(2)).await?;
+        if page.objects.iter().any(|o| o.key != prefix) || !page.prefixes.is_empty() {
+            return Ok(true);
+        }
+        let t = self.table();
+        Ok(t.children_of(ino).into_iter().any(|c| local(c).is_some()))
+    }
+
+    // ---- what this mount changes ---------------------------------------------------------------
+
+    /// Cached attributes of `ino`.
+    pub fn attr(&self, ino: u64) -> Option<Attr> {
+        self.table()
+            .get(ino)
+            .and_then(|n| n.stat.as_ref())
+            .map(|s| Attr { ino, ..s.attr.clone() })
+    }
+
+    /// Changes the attributes of `ino` here (they are this mount's until uploaded).
+    pub fn update_attr(&self, ino: u64, change: impl FnOnce(&mut Attr)) -> Option<Attr> {
+        let mut t = self.table();
+        let node = t.get_mut(ino)?;
+        let stat = node.stat.as_mut()?;
+        change(&mut stat.attr);
+        stat.fetched = Instant::now();
+        Some(Attr {
+            ino,
+            ..stat.attr.clone()
+        })
+    }
+
+    /// The version of `ino`'s contents that S3 holds, as far as this mount knows.
+    pub fn version(&self, ino: u64) -> Option<Arc<ObjectVersion>> {
+        self.table().get(ino).and_then(|n| n.version.clone())
+    }
+
+    /// The version an open sees, and whether the kernel may keep its page cache (the same
+    /// version as at the last open).
+    pub fn open_version(&self, ino: u64) -> (Option<Arc<ObjectVersion>>, bool) {
+        let mut t = self.table();
+        let Some(node) = t.get_mut(ino) else {
+            return (None, false);
+        };
+        let version = node.version.clone();
+        let id = version.as_ref().map(|v| v.id);
+        let keep = id.is_some() && node.opened_version == id;
+        node.opened_version = id;
+        (version, keep)
+    }
+
+    /// Records that `ino`'s object at `key` was just written, with `attr`, `etag` and `size`;
+    /// returns the new version.
+    pub fn committed(&self, ino: u64, key: &str, attr: &Attr, etag: &str, size: u64) -> Arc<ObjectVersion> {
+        let version = self.versions.make(etag, size);
+        self.meta.wrote_key(key, size, etag, attr.mtime);
+        let mut t = self.table();
+        if let Some(node) = t.get_mut(ino) {
+            node.version = Some(version.clone());
+            node.stat = Some(Stat {
+                attr: Attr {
+                    ino,
+                    size,
+                    ..attr.clone()
+                },
+                fetched: Instant::now(),
+            });
+        }
+        version
+    }
+
+    /// A new, empty file `name` in `parent` with `attr`, not in S3 yet; counts a lookup.
+    pub fn link_new(&self, parent: u64, name: &str, attr: Attr) -> Attr {
+        self.link(parent, name, attr, None)
+    }
+
+    /// A new entry `name` in `parent` whose object (`etag`, `size`) this mount just wrote
+    /// at `key`; counts a lookup.
+    pub fn link_written(&self, parent: u64, name: &str, key: &str, attr: Attr, etag: &str) -> Attr {
+        self.meta.wrote_key(key, attr.size, etag, attr.mtime);
+        let version = (attr.kind != Kind::Dir).then(|| self.versions.make(etag, attr.size));
+        self.link(parent, name, attr, version)
+    }
+
+    fn link(&self, parent: u64, name: &str, attr: Attr, version: Option<Arc<ObjectVersion>>) -> Attr {
+        let mut t = self.table();
+        let ino = t.link_new(parent, name, attr.kind);
+        let attr = Attr { ino, ..attr };
+        if let Some(node) = t.get_mut(ino) {
+            node.version = version;
+            node.stat = Some(Stat {
+                attr: attr.clone(),
+                fetched: Instant::now(),
+            });
+        }
+        t.add_lookup(ino);
+        if let Some(path) = t.path(ino) {
+            lock(&self.hidden).remove(&self.key_for(&path));
+        }
+        attr
+    }
+
+    /// Takes `name` away from its inode after its object was deleted, or, with
+    /// `keep_object`, while the object stays for handles still open on it: then it is hidden
+    /// from the mount and deleted when the last of them closes. Returns the inode.
+    pub fn unlink(&self, parent: u64, name: &str, keep_object: Option<String>) -> Option<u64> {
+        let mut t = self.table();
+        let ino = t.child(parent, name)?;
+        if let Some(key) = keep_object {
+            lock(&self.hidden).insert(key.clone());
+            if let Some(node) = t.get_mut(ino) {
+                node.orphan_key = Some(key);
+            }
+        }
+        t.unlink(parent, name)
+    }
+
+    /// Moves `name` in `parent` to `new_name` in `new_parent` in the table (the objects have
+    /// moved already). Returns the inode that had the new name, which loses it.
+    pub fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> Option<u64> {
+        let mut t = self.table();
+        let replaced = t.rename(parent, name, new_parent, new_name);
+        if let Some(moved) = t.child(new_parent, new_name)
+            && let Some(path) = t.path(moved)
+        {
+            lock(&self.hidden).remove(&self.key_for(&path));
+        }
+        replaced
+    }
+
+    /// Marks `ino` (a directory whose entries changed, or a file) as changed now: its mtime
+    /// (with `mtime_too`) and ctime. Kept in memory: a marker rewrite per entry would cost a
+    /// request for every create and unlink.
+    pub fn touch(&self, ino: u64, mtime_too: bool) {
+        let now = SystemTime::now();
+        if let Some(node) = self.table().get_mut(ino) {
+            node.local_ctime = Some(now);
+            if mtime_too {
+                node.local_mtime = Some(now);
+            }
+            if let Some(stat) = node.stat.as_mut() {
+                stat.attr.ctime = now;
+                if mtime_too {
+                    stat.attr.mtime = now;
+                }
+            }
+        }
+    }
+
+    /// The contents of `ino` changed now: its mtime and ctime, which its next upload
+    /// stores (a later utimens may still set others, as `cp -p` does).
+    pub fn modified_now(&self, ino: u64) {
+        let now = SystemTime::now();
+        self.update_attr(ino, |a| {
+            a.mtime = now;
+            a.ctime = now;
+        });
+    }
+
+    /// A handle starts to hold `ino`.
+    pub fn hold(&self, ino: u64) {
+        self.table().hold(ino);
+    }
+
+    /// A handle let go of `ino`; if it was unlinked while open and this was the last one, its
+    /// object is deleted now.
+    pub async fn let_go(&self, ino: u64) {
+        let orphan = self.table().let_go(ino);
+        if let Some(key) = orphan {
+            self.delete_orphan(&key).await;
+        }
+    }
+
+    /// The kernel forgot `n` lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.table().forget(ino, n);
+    }
+
+    /// Deletes the object of a file that was unlinked while open, unless a newer file has
+    /// taken its name and been written since.
+    async fn delete_orphan(&self, key: &str) {
+        let _moving = self.move_guard().await;
+        let taken = key
+            .strip_prefix(self.cfg.prefix.as_str())
+            .and_then(|path| self.find_path(path))
+            .is_some_and(|ino| self.version(ino).is_some());
+        if !taken {
+            match self.store.delete(key).await {
+                Ok(()) => self.meta.deleted_key(key),
+                Err(e) => tracing::warn!(%key, "deleting a file unlinked while open failed: {e}"),
+            }
+        }
+        lock(&self.hidden).remove(key);
+    }
+
+    /// The linked inode at `path`, if the table holds it.
+    fn find_path(&self, path: &str) -> Option<u64> {
+        let t = self.table();
+        let mut at = ROOT_INO;
+        for segment in path.split('/').filter(|s| !s.is_empty()) {
+            at = t.child(at, segment)?;
+        }
+        Some(at)
+    }
+}
