@@ -1,7 +1,7 @@
 //! `s3role mount`: validate, obtain the first role session, check the bucket, mount, and
 //! serve until unmounted.
 
-use crate::cli::{MountArgs, Source, parse_source};
+use crate::cli::{MountArgs, Secrets, Source, parse_source, without_inline_secrets};
 use crate::creds::{Chain, Renewer, SlotProvider};
 use crate::daemon::{self, Readiness};
 use crate::fs::{Defaults, Fs, FsConfig};
@@ -296,25 +296,65 @@ pub fn validate(args: &MountArgs) -> Result<(Source, PathBuf), String> {
         .and_then(|p| check_staging(args).map(|()| p))
 }
 
-/// Runs `s3role mount`.
+/// Runs `s3role mount` as given on this process's command line.
 pub fn run(args: MountArgs) -> ExitCode {
-    // Mistakes are reported straight to the terminal, before forking.
-    let (source, mountpoint) = match validate(&args) {
-        Ok(p) => p,
+    let argv = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    run_with_argv(args, &crate::mount_opts::expand_args(argv))
+}
+
+/// Takes the secrets handed over by the s3role process that started this one, and the
+/// handshake to answer it with when this is the daemon.
+fn receive_handover(args: &mut MountArgs) -> Result<Readiness, String> {
+    let (bytes, readiness) =
+        daemon::receive_handover(!args.foreground).map_err(|e| format!("s3role: cannot take over the mount: {e}"))?;
+    let secrets = Secrets::decode(&bytes).map_err(|e| format!("s3role: {e}"))?;
+    args.access.resolved_secrets = Some(secrets);
+    Ok(readiness)
+}
+
+/// Runs `s3role mount`; `argv` is its command line with `-o` lists expanded, from which the
+/// daemon's own command line is made.
+pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
+    let handed_over = if args.stdin_handover {
+        match receive_handover(&mut args) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    // Mistakes are reported straight to the terminal (or, by a daemon, to the process
+    // waiting for it), before anything is started.
+    let checked = args
+        .access
+        .resolve_secrets()
+        .map_err(|e| e.to_string())
+        .and_then(|secrets| validate(&args).map(|(source, mountpoint)| (source, mountpoint, secrets)));
+    let (source, mountpoint, secrets) = match checked {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("s3role: {e}");
+            // Readiness::fail writes to the terminal when there is no process to answer.
+            let mut readiness = handed_over.unwrap_or_else(Readiness::foreground);
+            readiness.fail(&format!("s3role: {e}"));
             return ExitCode::FAILURE;
         }
     };
-    let mut readiness = if args.foreground {
-        Readiness::foreground()
-    } else {
-        match daemon::daemonize() {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("s3role: cannot start the daemon: {e}");
-                return ExitCode::FAILURE;
-            }
+    let without_secrets = without_inline_secrets(argv);
+    let mut readiness = match handed_over {
+        Some(readiness) => readiness,
+        None if args.foreground && without_secrets.len() == argv.len() => Readiness::foreground(),
+        None if args.foreground => {
+            let e = daemon::exec_without_secrets(&without_secrets, &secrets.encode());
+            eprintln!("s3role: cannot restart without the secrets in the command line: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => {
+            let e = daemon::start(&without_secrets, &secrets.encode());
+            eprintln!("s3role: cannot start the daemon: {e}");
+            return ExitCode::FAILURE;
         }
     };
     crate::logging::init();
@@ -360,7 +400,14 @@ pub fn run(args: MountArgs) -> ExitCode {
     if let Some(device) = &device {
         raise_readahead(device);
     }
-    tracing::info!(source = %args.source, mountpoint = %mountpoint.display(), "mounted");
+    let set = |v: &Option<String>| if v.is_some() { "set" } else { "none" };
+    tracing::info!(
+        source = %args.source,
+        mountpoint = %mountpoint.display(),
+        external_id = %set(&secrets.external_id),
+        session_policy = %set(&secrets.session_policy),
+        "mounted"
+    );
     readiness.ready();
     rt.spawn(unmount_on_signal(mountpoint.clone()));
     rt.spawn(async {

@@ -1,0 +1,232 @@
+//! What a mount shows the other users of the machine. The external ID and the session policy
+//! reach STS but no process's command line, whichever way they are given (option, file,
+//! environment, `mount -t` options).
+
+mod common;
+
+use common::{DaemonMount, Mount, Server, distinctive, processes_with, shared_server};
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+fn server() -> &'static Server {
+    shared_server(&SERVER, &[])
+}
+
+/// Options assuming role `imds`, which alice may assume and whose trust policy has no
+/// ExternalId condition: any external ID is accepted, so each test can use one no other
+/// process on the machine holds, and the server records the one it received.
+fn imds_role(s: &Server, session_name: &str) -> Vec<String> {
+    vec![
+        "--role-arn".into(),
+        s.world.role("imds").into(),
+        "--role-session-name".into(),
+        session_name.into(),
+    ]
+}
+
+/// A session policy allowing everything, which the server can recognise by its Sid.
+fn policy_with_sid(sid: &str) -> String {
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"{sid}","Effect":"Allow","Action":"s3:*","Resource":"*"}}]}}"#
+    )
+}
+
+/// A file holding `text` and a newline, as `echo` writes it.
+fn secret_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{text}\n")).expect("write the secret file");
+    path.display().to_string()
+}
+
+/// Fails if `secret` is in the command line of any process on the machine.
+fn assert_in_no_command_line(secret: &str) {
+    let holders: Vec<String> = processes_with("cmdline", secret)
+        .into_iter()
+        .map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!("{pid}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+        })
+        .collect();
+    assert!(holders.is_empty(), "{secret} is in these command lines: {holders:#?}");
+}
+
+/// Checks a mount given external ID `id`: a file is readable through it, STS received `id`
+/// for `session`, and no command line holds it.
+fn assert_used_and_hidden(s: &Server, file: &Path, session: &str, id: &str) {
+    assert_eq!(std::fs::read(file).expect("read through the mount"), b"hello");
+    let inputs = s.session_inputs(session);
+    assert_eq!(
+        inputs.first().and_then(|(external_id, _)| external_id.as_deref()),
+        Some(id),
+        "the external ID STS received for {session}: {inputs:?}"
+    );
+    assert_in_no_command_line(id);
+}
+
+/// Mounts prefix `prefix` with the daemon, `args` added to the role options, and checks it.
+fn mount_with_external_id(prefix: &str, args: &[String], env: &[(&str, &str)], id: &str) {
+    let s = server();
+    s.put("data", &format!("{prefix}/hello.txt"), b"hello".to_vec(), &[]);
+    let session = distinctive(prefix);
+    let mut all = imds_role(s, &session);
+    all.extend(args.iter().cloned());
+    let m = DaemonMount::start(s, "alice", &format!("data:/{prefix}"), &all, env).expect("mount");
+    assert_used_and_hidden(s, &m.join("hello.txt"), &session, id);
+    let daemons = m.daemon_pids();
+    assert_eq!(daemons.len(), 1, "one daemon: {daemons:?}");
+    let environment = std::fs::read(format!("/proc/{}/environ", daemons[0])).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&environment).contains(id),
+        "the daemon's environment holds the external ID"
+    );
+}
+
+/// Checks that STS received the session policy with Sid `sid` for `session`, and that no
+/// command line holds it.
+fn assert_policy_used_and_hidden(s: &Server, session: &str, sid: &str) {
+    let inputs = s.session_inputs(session);
+    assert!(
+        inputs
+            .first()
+            .and_then(|(_, p)| p.as_deref())
+            .is_some_and(|p| p.contains(sid)),
+        "STS received the session policy: {inputs:?}"
+    );
+    assert_in_no_command_line(sid);
+}
+
+#[test]
+fn an_external_id_option_stays_out_of_the_daemons_command_line() {
+    let id = distinctive("option");
+    mount_with_external_id("x1", &["--external-id".into(), id.clone()], &[], &id);
+    let id = distinctive("inline");
+    mount_with_external_id("x2", &[format!("--external-id={id}")], &[], &id);
+}
+
+#[test]
+fn an_external_id_from_a_file_is_read_and_trimmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = distinctive("file");
+    let path = secret_file(dir.path(), "external-id", &id);
+    mount_with_external_id("x3", &["--external-id-file".into(), path], &[], &id);
+    let id = distinctive("at-file");
+    let path = secret_file(dir.path(), "at-external-id", &id);
+    mount_with_external_id("x4", &["--external-id".into(), format!("@{path}")], &[], &id);
+}
+
+#[test]
+fn an_external_id_from_the_environment_is_used_and_not_passed_on() {
+    let id = distinctive("env");
+    mount_with_external_id("x5", &[], &[("S3ROLE_EXTERNAL_ID", &id)], &id);
+}
+
+#[test]
+fn an_unreadable_external_id_file_is_refused_without_showing_the_id() {
+    let s = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = imds_role(s, "unused");
+    args.extend([
+        "--external-id-file".into(),
+        dir.path().join("missing").display().to_string(),
+    ]);
+    let err = DaemonMount::start(s, "alice", "data:/x6", &args, &[])
+        .err()
+        .expect("refused");
+    assert!(err.contains("--external-id-file") && err.contains("missing"), "{err}");
+    let path = secret_file(dir.path(), "bad", "has space");
+    let mut args = imds_role(s, "unused");
+    args.extend(["--external-id-file".into(), path]);
+    let err = DaemonMount::start(s, "alice", "data:/x6", &args, &[])
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("--external-id-file") && !err.contains("has space"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_foreground_mount_drops_its_secrets_from_its_command_line() {
+    let s = server();
+    s.put("data", "x7/hello.txt", b"hello".to_vec(), &[]);
+    let session = distinctive("fg");
+    let id = distinctive("foreground");
+    let sid = distinctive("Sid").replace('-', "");
+    let mut args = imds_role(s, &session);
+    args.extend([
+        "--external-id".into(),
+        id.clone(),
+        "--session-policy".into(),
+        policy_with_sid(&sid),
+    ]);
+    let m = Mount::start(s, "alice", "data:/x7", &args).expect("mount");
+    assert_used_and_hidden(s, &m.join("hello.txt"), &session, &id);
+    assert_policy_used_and_hidden(s, &session, &sid);
+    let pid = m.pid().expect("the mount's process");
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the mount's process is running");
+    assert!(
+        String::from_utf8_lossy(&cmd).contains(&m.path.display().to_string()),
+        "the same process serves the mount"
+    );
+    m.unmount();
+}
+
+/// Installs this build as mount(8)'s helper for a file system type of its own, so that other
+/// builds installing /sbin/mount.s3role at the same time do not get in the way. Returns the type.
+fn install_private_helper() -> String {
+    use std::hash::{Hash, Hasher};
+    let binary = env!("CARGO_BIN_EXE_s3role");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    binary.hash(&mut hasher);
+    let fstype = format!("s3role{:08x}", hasher.finish() as u32);
+    let helper = format!("/sbin/mount.{fstype}");
+    let _ = std::fs::remove_file(&helper);
+    std::os::unix::fs::symlink(binary, &helper).expect("install the helper (tests run as root)");
+    fstype
+}
+
+#[test]
+fn mount_t_with_an_external_id_file_and_an_inline_policy_shows_neither() {
+    let s = server();
+    s.put("data", "x8/hello.txt", b"hello".to_vec(), &[]);
+    let fstype = install_private_helper();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let session = distinctive("helper");
+    let id = distinctive("helper-id");
+    let sid = distinctive("HelperSid").replace('-', "");
+    let options = format!(
+        "role_arn={},role_session_name={session},external_id=@{},session_policy={},endpoint_url={ep},sts_endpoint={ep},path_style,region={}",
+        s.world.role("imds"),
+        secret_file(dir.path(), "external-id", &id),
+        policy_with_sid(&sid).replace(',', "\\,"),
+        s.world.region,
+        ep = s.world.endpoint,
+    );
+    let out = Command::new("mount")
+        .args(["-t", &fstype, "data:/x8"])
+        .arg(&mnt)
+        .args(["-o", &options])
+        .envs(s.env_for("alice"))
+        .output()
+        .expect("run mount(8)");
+    assert!(
+        out.status.success(),
+        "mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_used_and_hidden(s, &mnt.join("hello.txt"), &session, &id);
+    assert_policy_used_and_hidden(s, &session, &sid);
+    let st = Command::new("umount").arg(&mnt).status().expect("umount");
+    assert!(st.success(), "umount failed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with("cmdline", &mnt.display().to_string()).is_empty() {
+        assert!(Instant::now() < deadline, "the daemon did not exit after umount");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
