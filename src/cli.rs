@@ -49,6 +49,7 @@ pub struct MountArgs {
     #[arg(short = 'f', long)]
     pub foreground: bool,
     /// Log to this file instead of syslog once detached (reopened on SIGHUP, for logrotate).
+    /// A new file is created 0600; a symbolic link there is refused.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
     /// Set by s3role on a process it starts itself: standard input carries the secrets (and,

@@ -9,6 +9,7 @@ use crate::fuse::FuseAdapter;
 use crate::store::s3::{CredentialsProblem, S3Location, S3Store};
 use crate::store::{ObjectStore, StoreError};
 use aws_credential_types::provider::SharedCredentialsProvider;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -357,7 +358,9 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::logging::init();
+    // A daemon's lines end up in syslog or a file, a foreground mount's may too.
+    let on_terminal = args.foreground && args.log_file.is_none() && std::io::stderr().is_terminal();
+    crate::logging::init_with_colours(on_terminal);
     if let Some(path) = &args.log_file
         && let Err(e) = crate::logging::use_log_file(path)
     {
@@ -415,8 +418,11 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
             return;
         };
         while hup.recv().await.is_some() {
-            crate::logging::reopen_log_file();
-            tracing::info!("log file reopened");
+            match crate::logging::reopen_log_file() {
+                Ok(true) => tracing::info!("log file reopened"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot reopen the log file, still writing to the one open so far: {e}"),
+            }
         }
     });
     let result = session.run();

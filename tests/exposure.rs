@@ -1,10 +1,12 @@
 //! What a mount shows the other users of the machine. The external ID and the session policy
 //! reach STS but no process's command line, whichever way they are given (option, file,
-//! environment, `mount -t` options).
+//! environment, `mount -t` options); the log file is private and never reached through a
+//! symbolic link.
 
 mod common;
 
 use common::{DaemonMount, Mount, Server, distinctive, processes_with, shared_server};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -229,4 +231,102 @@ fn mount_t_with_an_external_id_file_and_an_inline_policy_shows_neither() {
         assert!(Instant::now() < deadline, "the daemon did not exit after umount");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The permission bits of `path`.
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+}
+
+/// Options for a daemon mount of role `reader` logging to `log`.
+fn logging_to(s: &Server, log: &Path) -> Vec<String> {
+    let mut args = s.reader_args();
+    args.extend(["--log-file".into(), log.display().to_string()]);
+    args
+}
+
+#[test]
+fn a_new_log_file_is_private_and_an_existing_public_one_loses_that() {
+    let s = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("s3role.log");
+    let m = DaemonMount::start(s, "alice", "data:/l1", &logging_to(s, &log), &[]).expect("mount");
+    assert_eq!(mode_of(&log), 0o600, "a new log file is created 0600");
+    drop(m);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("external_id=set") && !text.contains(&s.world.external_id),
+        "the log says the external ID is set, never what it is: {text}"
+    );
+
+    let shared = dir.path().join("shared.log");
+    std::fs::write(&shared, "kept\n").expect("write");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let m = DaemonMount::start(s, "alice", "data:/l1", &logging_to(s, &shared), &[]).expect("mount");
+    assert_eq!(mode_of(&shared), 0o640, "others lose access to an existing log of ours");
+    drop(m);
+    let text = std::fs::read_to_string(&shared).expect("log");
+    assert!(
+        text.starts_with("kept\n") && text.contains("mounted"),
+        "appended: {text}"
+    );
+}
+
+/// Puts at `at` a symbolic link to a new empty file next to it, which it returns: what
+/// another user who can write to the log's directory might do.
+fn plant_symlink(at: &Path) -> std::path::PathBuf {
+    let target = at.with_file_name("elsewhere");
+    std::fs::write(&target, "").expect("target");
+    std::os::unix::fs::symlink(&target, at).expect("symlink");
+    target
+}
+
+/// Fails if anything was written to `target` (through a link to it).
+fn assert_untouched(target: &Path) {
+    let written = std::fs::read(target).expect("target");
+    assert!(
+        written.is_empty(),
+        "written through the link: {}",
+        String::from_utf8_lossy(&written)
+    );
+}
+
+#[test]
+fn a_symlink_at_the_log_path_is_refused() {
+    let s = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let link = dir.path().join("s3role.log");
+    let target = plant_symlink(&link);
+    let err = DaemonMount::start(s, "alice", "data:/l2", &logging_to(s, &link), &[])
+        .err()
+        .expect("a symlinked log path is refused");
+    assert!(err.contains("--log-file") && err.contains("symbolic link"), "{err}");
+    assert_untouched(&target);
+}
+
+#[test]
+fn sighup_does_not_follow_a_symlink_put_at_the_log_path() {
+    let s = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("s3role.log");
+    let m = DaemonMount::start(s, "alice", "data:/l3", &logging_to(s, &log), &[]).expect("mount");
+    let rotated = dir.path().join("s3role.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    let target = plant_symlink(&log);
+    let daemons = m.daemon_pids();
+    assert_eq!(daemons.len(), 1, "one daemon: {daemons:?}");
+    // SAFETY: signalling the daemon this test started.
+    assert_eq!(unsafe { libc::kill(daemons[0] as libc::pid_t, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&rotated)
+        .unwrap_or_default()
+        .contains("cannot reopen the log file")
+    {
+        assert!(Instant::now() < deadline, "no warning in the open log after SIGHUP");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(std::fs::symlink_metadata(&log).expect("link").file_type().is_symlink());
+    drop(m);
+    assert_untouched(&target);
+    assert!(std::fs::read_to_string(&rotated).expect("log").contains("unmounted"));
 }
