@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Everything `connect` produces: a ready filesystem and the task renewing its session.
 struct Connected {
@@ -138,17 +139,33 @@ fn fuse_config(args: &MountArgs, source: &Source) -> fuser::Config {
     cfg
 }
 
+/// The signals a mount answers, registered as soon as its runtime exists: one that arrives
+/// before the task handling it runs (say right after `s3role mount` returns) waits for that
+/// task, instead of taking its default action, which ends the process and leaves a dead mount.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn register(rt: &tokio::runtime::Runtime) -> std::io::Result<Signals> {
+        let _context = rt.enter();
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// On SIGTERM or SIGINT, detaches the mount. Files still open keep working until closed;
 /// when the last one is closed the kernel ends the session, and pending uploads finish
 /// before the process exits.
-async fn unmount_on_signal(mountpoint: PathBuf) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return;
-    };
+async fn unmount_on_signal(mountpoint: PathBuf, mut terminate: Signal, mut interrupt: Signal) {
     tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
     }
     tracing::info!("signal received: unmounting once open files are closed and uploads are done");
     use std::os::unix::ffi::OsStrExt;
@@ -166,6 +183,17 @@ async fn unmount_on_signal(mountpoint: PathBuf) {
             .await;
         if !status.map(|s| s.success()).unwrap_or(false) {
             tracing::error!("could not unmount {}", mountpoint.display());
+        }
+    }
+}
+
+/// On every SIGHUP, reopens the log file (after logrotate moved it).
+async fn reopen_log_on_hangup(mut hangup: Signal) {
+    while hangup.recv().await.is_some() {
+        match crate::logging::reopen_log_file() {
+            Ok(true) => tracing::info!("log file reopened"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot reopen the log file, still writing to the one open so far: {e}"),
         }
     }
 }
@@ -378,6 +406,13 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let signals = match Signals::register(&rt) {
+        Ok(s) => s,
+        Err(e) => {
+            readiness.fail(&format!("s3role: cannot handle signals: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
     let connected = match rt.block_on(connect(&args, &source)) {
         Ok(c) => c,
         Err(e) => {
@@ -412,19 +447,12 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
         "mounted"
     );
     readiness.ready();
-    rt.spawn(unmount_on_signal(mountpoint.clone()));
-    rt.spawn(async {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            match crate::logging::reopen_log_file() {
-                Ok(true) => tracing::info!("log file reopened"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!("cannot reopen the log file, still writing to the one open so far: {e}"),
-            }
-        }
-    });
+    rt.spawn(unmount_on_signal(
+        mountpoint.clone(),
+        signals.terminate,
+        signals.interrupt,
+    ));
+    rt.spawn(reopen_log_on_hangup(signals.hangup));
     let result = session.run();
     // The kernel has let go: upload whatever is still pending before exiting.
     rt.block_on(fs.finish_all());
