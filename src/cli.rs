@@ -52,6 +52,10 @@ pub struct MountArgs {
     /// A new file is created 0600; a symbolic link there is refused.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// Let every user read the mount's status (user.s3role.* attributes, `s3role status`),
+    /// which names the role chain and session; by default only the mounting user and root can.
+    #[arg(long)]
+    pub public_status: bool,
     /// Set by s3role on a process it starts itself: standard input carries the secrets (and,
     /// for a daemon, takes back whether the mount worked), so they stay out of its command line.
     #[arg(long, hide = true)]

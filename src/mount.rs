@@ -5,7 +5,7 @@ use crate::cli::{MountArgs, Secrets, Source, parse_source, without_inline_secret
 use crate::creds::{Chain, Renewer, SlotProvider};
 use crate::daemon::{self, Readiness};
 use crate::fs::{Defaults, Fs, FsConfig};
-use crate::fuse::FuseAdapter;
+use crate::fuse::{FuseAdapter, StatusReaders};
 use crate::store::s3::{CredentialsProblem, S3Location, S3Store};
 use crate::store::{ObjectStore, StoreError};
 use aws_credential_types::provider::SharedCredentialsProvider;
@@ -421,12 +421,16 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
         }
     };
     let fs = connected.fs.clone();
-    let adapter = FuseAdapter::new(connected.fs, rt.handle().clone()).with_status(status_source(
-        &args,
-        &source,
-        connected.slot,
-        fs.clone(),
-    ));
+    let status_readers = if args.public_status {
+        StatusReaders::Everyone
+    } else {
+        // SAFETY: geteuid has no preconditions.
+        StatusReaders::MounterAndRoot(unsafe { libc::geteuid() })
+    };
+    let adapter = FuseAdapter::new(connected.fs, rt.handle().clone()).with_status(
+        status_source(&args, &source, connected.slot, fs.clone()),
+        status_readers,
+    );
     let session = match fuser::Session::new(adapter, &mountpoint, &fuse_config(&args, &source)) {
         Ok(s) => s,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! What a mount shows the other users of the machine. The external ID and the session policy
 //! reach STS but no process's command line, whichever way they are given (option, file,
 //! environment, `mount -t` options); the log file is private and never reached through a
-//! symbolic link.
+//! symbolic link; the status attributes are for the mounting user and root unless
+//! --public-status says otherwise.
 
 mod common;
 
@@ -329,4 +330,92 @@ fn sighup_does_not_follow_a_symlink_put_at_the_log_path() {
     drop(m);
     assert_untouched(&target);
     assert!(std::fs::read_to_string(&rotated).expect("log").contains("unmounted"));
+}
+
+/// Runs `argv` as user nobody; its success, stdout and stderr.
+fn as_nobody(argv: &[&str]) -> (bool, String, String) {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(argv)
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// What user nobody gets from `dir`: getxattr(2) of `user.s3role.source` (success, or the
+/// errno) and whether listxattr(2) names any `user.s3role.` attribute. Asked by a forked child
+/// that makes only system calls, so no other program is needed.
+fn status_xattr_as_nobody(dir: &Path) -> (Result<(), i32>, bool) {
+    let path = std::ffi::CString::new(dir.display().to_string()).expect("path");
+    let name = c"user.s3role.source";
+    let prefix = b"user.s3role.";
+    let mut value = [0u8; 4096];
+    let mut names = [0u8; 8192];
+    // SAFETY: the child makes only system calls on memory prepared before the fork, then
+    // _exit()s; the parent waits for it.
+    unsafe {
+        let child = libc::fork();
+        assert!(child >= 0, "fork");
+        if child == 0 {
+            let nobody: libc::c_long = 65534;
+            let dropped = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
+                && libc::syscall(libc::SYS_setresgid, nobody, nobody, nobody) == 0
+                && libc::syscall(libc::SYS_setresuid, nobody, nobody, nobody) == 0;
+            if !dropped {
+                libc::_exit(255);
+            }
+            let got = libc::getxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len());
+            let code = if got >= 0 { 0 } else { *libc::__errno_location() };
+            let listed = libc::listxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len());
+            let listed = listed > 0 && names[..listed as usize].windows(prefix.len()).any(|w| w == prefix);
+            libc::_exit((code & 0x7f) | if listed { 0x80 } else { 0 });
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(child, &mut status, 0), child);
+        assert!(libc::WIFEXITED(status), "the probe was killed");
+        let code = libc::WEXITSTATUS(status);
+        assert_ne!(code, 255, "the probe could not become nobody");
+        let errno = code & 0x7f;
+        (if errno == 0 { Ok(()) } else { Err(errno) }, code & 0x80 != 0)
+    }
+}
+
+#[test]
+fn status_is_for_the_mounting_user_and_root_unless_public() {
+    let s = server();
+    let mut args = s.reader_args();
+    args.push("--allow-other".into());
+    let m = Mount::start(s, "alice", "data:/st1", &args).expect("mount");
+    let status = common::s3role()
+        .arg("status")
+        .arg(&m.path)
+        .output()
+        .expect("s3role status");
+    assert!(
+        status.status.success(),
+        "root reads the status: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("role_chain"));
+    assert_eq!(
+        status_xattr_as_nobody(&m.path),
+        (Err(libc::EACCES), false),
+        "nobody may neither read nor list the status"
+    );
+    let binary = env!("CARGO_BIN_EXE_s3role");
+    let (ok, _, err) = as_nobody(&[binary, "status", &m.path.display().to_string()]);
+    assert!(!ok && err.contains("--public-status"), "{err}");
+    m.unmount();
+
+    args.push("--public-status".into());
+    let m = Mount::start(s, "alice", "data:/st1", &args).expect("mount");
+    assert_eq!(
+        status_xattr_as_nobody(&m.path),
+        (Ok(()), true),
+        "with --public-status nobody may"
+    );
+    let (ok, out, err) = as_nobody(&[binary, "status", &m.path.display().to_string()]);
+    assert!(ok && out.contains("role_chain"), "{err}");
+    m.unmount();
 }
