@@ -56,10 +56,6 @@ pub struct MountArgs {
     /// which names the role chain and session; by default only the mounting user and root can.
     #[arg(long)]
     pub public_status: bool,
-    /// Set by s3role on a process it starts itself: standard input carries the secrets (and,
-    /// for a daemon, takes back whether the mount worked), so they stay out of its command line.
-    #[arg(long, hide = true)]
-    pub stdin_handover: bool,
 }
 
 /// Options of `s3role check`.
@@ -78,8 +74,9 @@ pub struct AccessArgs {
     #[arg(long = "role-arn", value_name = "ARN")]
     pub role_arn: Vec<String>,
     /// ExternalId for the last role of the chain (the one whose trust policy asks for it), or
-    /// @FILE to read it from FILE. The daemon never shows it, but a command line that holds it
-    /// shows it to every local user while it runs: prefer @FILE, --external-id-file or S3ROLE_EXTERNAL_ID.
+    /// @FILE to read it from FILE. The daemon never shows it, but a command line holding it
+    /// shows it to every local user while it runs: prefer @FILE, --external-id-file or
+    /// S3ROLE_EXTERNAL_ID.
     #[arg(long, value_name = "ID|@FILE", env = "S3ROLE_EXTERNAL_ID", hide_env_values = true)]
     pub external_id: Option<SecretText>,
     /// Read the ExternalId from this file (its trailing newline removed), so that it shows in

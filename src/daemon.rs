@@ -5,7 +5,9 @@
 //! The daemon is started with exec, not just forked, so that its command line, which every
 //! local user can read in /proc for as long as it runs, is not the one s3role was given: the
 //! external ID and session policy are taken out of it and handed over on the daemon's standard
-//! input, a socket that later carries the verdict back.
+//! input, a socket that later carries the verdict back. An environment variable, not an
+//! option, tells it so, which keeps this out of the options users see (help, man pages,
+//! completions, `-o`).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -22,8 +24,12 @@ pub struct Readiness {
 /// How long the parent waits for the child to mount before giving up.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The option that tells a process s3role started that its standard input is the handover.
-const HANDOVER_OPTION: &str = "--stdin-handover";
+/// The environment variable that tells a process s3role started that its standard input is
+/// the handover; its value is [`HANDOVER_ON_STDIN`].
+const HANDOVER_VARIABLE: &str = "S3ROLE_HANDOVER";
+
+/// The value of [`HANDOVER_VARIABLE`].
+const HANDOVER_ON_STDIN: &str = "stdin";
 
 /// Most bytes a handover may hold: the secrets are a few kilobytes at most once checked.
 const HANDOVER_LIMIT: usize = 32 << 10;
@@ -43,26 +49,33 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// This program again, with `argv` (an expanded `s3role mount` command line whose secrets
-/// were taken out) and the handover option after `mount`.
+/// were taken out), told to take the handover from its standard input.
 fn this_program_again(argv: &[String]) -> std::io::Result<Command> {
-    let mount_at = argv
-        .iter()
-        .skip(1)
-        .position(|a| a == "mount")
-        .map(|i| i + 1)
-        .ok_or_else(|| std::io::Error::other("the command line has no mount subcommand"))?;
+    let (arg0, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("the command line is empty"))?;
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0(&argv[0])
-        .args(&argv[1..=mount_at])
-        .arg(HANDOVER_OPTION)
-        .args(&argv[mount_at + 1..])
+    cmd.arg0(arg0)
+        .args(args)
+        .env(HANDOVER_VARIABLE, HANDOVER_ON_STDIN)
         .env_remove(EXTERNAL_ID_VARIABLE);
     Ok(cmd)
 }
 
-/// Starts the daemon (this program with `argv` plus the handover option, in a new session),
-/// hands it `handover` on its standard input, waits for its verdict and exits with it.
-/// Returns only when the daemon could not be started.
+/// Whether this process was started by s3role with a handover on its standard input (then
+/// [`receive_handover`] takes it). Forgets it, so that programs this one starts do not think
+/// so too; call it before any thread is started.
+pub fn handover_on_stdin() -> bool {
+    let handed_over = std::env::var_os(HANDOVER_VARIABLE).is_some_and(|v| v == HANDOVER_ON_STDIN);
+    // SAFETY: called before any other thread exists (s3role starts its runtime later), so
+    // nothing reads the environment meanwhile.
+    unsafe { std::env::remove_var(HANDOVER_VARIABLE) };
+    handed_over
+}
+
+/// Starts the daemon (this program with `argv`, in a new session), hands it `handover` on
+/// its standard input, waits for its verdict and exits with it. Returns only when the daemon
+/// could not be started.
 pub fn start(argv: &[String], handover: &[u8]) -> std::io::Error {
     let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
         Ok(pair) => pair,
@@ -80,9 +93,9 @@ pub fn start(argv: &[String], handover: &[u8]) -> std::io::Error {
     std::process::exit(wait_for_child(OwnedFd::from(ours), child.id() as libc::pid_t));
 }
 
-/// Replaces this process by this program with `argv` plus the handover option, `handover`
-/// waiting on its standard input: a foreground mount whose command line held a secret goes
-/// on, with the same process id, under a command line without it. Returns only on failure.
+/// Replaces this process by this program with `argv`, `handover` waiting on its standard
+/// input: a foreground mount whose command line held a secret goes on, with the same process
+/// id, under a command line without it. Returns only on failure.
 pub fn exec_without_secrets(argv: &[String], handover: &[u8]) -> std::io::Error {
     if handover.len() > HANDOVER_LIMIT {
         return std::io::Error::other("the secrets to hand over are too large");
@@ -101,9 +114,9 @@ pub fn exec_without_secrets(argv: &[String], handover: &[u8]) -> std::io::Error 
     }
 }
 
-/// For a process started with the handover option: reads what its starter handed over, and
-/// replaces standard input with /dev/null. A daemon (`daemon`) also starts its own session
-/// and keeps the socket to answer its starter through the returned handshake.
+/// For a process started with a handover ([`handover_on_stdin`]): reads what its starter
+/// handed over, and replaces standard input with /dev/null. A daemon (`daemon`) also starts
+/// its own session and keeps the socket to answer its starter through the returned handshake.
 pub fn receive_handover(daemon: bool) -> std::io::Result<(Vec<u8>, Readiness)> {
     // SAFETY: duplicating standard input onto a new descriptor this function then owns.
     let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
@@ -116,7 +129,7 @@ pub fn receive_handover(daemon: bool) -> std::io::Result<(Vec<u8>, Readiness)> {
     let expected = if daemon { kind.is_socket() } else { kind.is_fifo() };
     if !expected {
         return Err(std::io::Error::other(format!(
-            "{HANDOVER_OPTION} is for s3role's own use: standard input is not what s3role hands over"
+            "{HANDOVER_VARIABLE} is for s3role's own use: standard input is not what s3role hands over"
         )));
     }
     let null = std::fs::File::open("/dev/null")?;

@@ -344,7 +344,7 @@ fn receive_handover(args: &mut MountArgs) -> Result<Readiness, String> {
 /// Runs `s3role mount`; `argv` is its command line with `-o` lists expanded, from which the
 /// daemon's own command line is made.
 pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
-    let handed_over = if args.stdin_handover {
+    let handed_over = if daemon::handover_on_stdin() {
         match receive_handover(&mut args) {
             Ok(r) => Some(r),
             Err(e) => {
