@@ -41,12 +41,23 @@ boto3.client("s3", endpoint_url=ep, region_name=region, aws_access_key_id=ak,
 PY
 testserver_as_alice
 mkdir "$WORK/mnt"
+install -m 0600 /dev/null "$WORK/external-id"
+echo "$EXT" >"$WORK/external-id"
 check "mount -t s3role through the packaged helper" \
-    mount -t s3role data:/pkg "$WORK/mnt" -o "role_arn=$ROLE,external_id=$EXT,endpoint_url=$EP,sts_endpoint=$EP,path_style,region=us-east-1,allow_other"
+    mount -t s3role data:/pkg "$WORK/mnt" -o "role_arn=$ROLE,external_id_file=$WORK/external-id,endpoint_url=$EP,sts_endpoint=$EP,path_style,region=us-east-1,allow_other"
 check "a file is readable at once" grep -q "from the package" "$WORK/mnt/hello.txt"
 check "s3role status" sh -c "s3role status '$WORK/mnt' | grep -q '^session_name'"
+# The daemon left behind is `s3role mount ...`, started with the helper's options.
+daemon_pid() { pgrep -f '[s]3role mount data:/pkg' | head -1; }
+check "the daemon runs" test -n "$(daemon_pid)"
+daemon_shows_the_file_not_the_id() {
+    local cmd
+    cmd=$(tr '\0' ' ' </proc/"$(daemon_pid)"/cmdline)
+    [[ $cmd == *external-id-file=* && $cmd != *"$EXT"* ]]
+}
+check "its command line names the external ID file, not the ID" daemon_shows_the_file_not_the_id
 check "umount" umount "$WORK/mnt"
 sleep 1
-check "the daemon exited" sh -c "! pgrep -f '[m]ount.s3role data:/pkg' >/dev/null"
+check "the daemon exited" sh -c "! pgrep -f '[s]3role mount data:/pkg' >/dev/null"
 echo "package: $passed passed, $failed failed"
 ((failed == 0))

@@ -49,8 +49,13 @@ pub struct MountArgs {
     #[arg(short = 'f', long)]
     pub foreground: bool,
     /// Log to this file instead of syslog once detached (reopened on SIGHUP, for logrotate).
+    /// A new file is created 0600; a symbolic link there is refused.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// Let every user read the mount's status (user.s3role.* attributes, `s3role status`),
+    /// which names the role chain and session; by default only the mounting user and root can.
+    #[arg(long)]
+    pub public_status: bool,
 }
 
 /// Options of `s3role check`.
@@ -68,18 +73,26 @@ pub struct AccessArgs {
     /// Role to assume; repeat for a chain, assumed in order, each with the previous one's credentials.
     #[arg(long = "role-arn", value_name = "ARN")]
     pub role_arn: Vec<String>,
-    /// ExternalId for the last role of the chain (the one whose trust policy asks for it).
-    #[arg(long, value_name = "ID")]
-    pub external_id: Option<String>,
+    /// ExternalId for the last role of the chain (the one whose trust policy asks for it), or
+    /// @FILE to read it from FILE. The daemon never shows it, but a command line holding it
+    /// shows it to every local user while it runs: prefer @FILE, --external-id-file or
+    /// S3ROLE_EXTERNAL_ID.
+    #[arg(long, value_name = "ID|@FILE", env = "S3ROLE_EXTERNAL_ID", hide_env_values = true)]
+    pub external_id: Option<SecretText>,
+    /// Read the ExternalId from this file (its trailing newline removed), so that it shows in
+    /// no command line. Wins over S3ROLE_EXTERNAL_ID.
+    #[arg(long, value_name = "PATH")]
+    pub external_id_file: Option<PathBuf>,
     /// Session name shown in CloudTrail [default: s3role-HOST-PID].
     #[arg(long, value_name = "NAME")]
     pub role_session_name: Option<String>,
     /// Session length to ask STS for (900-43200).
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub duration_seconds: u64,
-    /// Inline session policy for the last role: JSON text, or @FILE.
+    /// Inline session policy for the last role: JSON text, or @FILE (which keeps it out of
+    /// every command line).
     #[arg(long, value_name = "JSON|@FILE")]
-    pub session_policy: Option<String>,
+    pub session_policy: Option<SecretText>,
     /// Managed session policy for the last role (repeatable, at most 10).
     #[arg(long = "policy-arn", value_name = "ARN")]
     pub policy_arn: Vec<String>,
@@ -113,6 +126,131 @@ pub struct AccessArgs {
     /// Renew the role session this long before it expires [default: a quarter of the session, 5 s to 15 min].
     #[arg(long, value_name = "SECONDS")]
     pub refresh_margin: Option<u64>,
+    /// Secrets already resolved, by this process or by the one that started it: when set,
+    /// the secret options above are not read again.
+    #[arg(skip)]
+    pub resolved_secrets: Option<Secrets>,
+}
+
+/// An option value that must not be printed: a `{:?}` of the options shows only "(set)".
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(pub String);
+
+impl From<String> for SecretText {
+    fn from(text: String) -> Self {
+        SecretText(text)
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(set)")
+    }
+}
+
+/// The inputs of a mount that other local users must not see (the external ID and the
+/// session policy), resolved from their options, files or environment. Never printed: its
+/// `{:?}` says only which are set.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets {
+    /// ExternalId for the last role.
+    pub external_id: Option<String>,
+    /// Inline session policy (JSON) for the last role.
+    pub session_policy: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| if v.is_some() { "set" } else { "not set" };
+        f.debug_struct("Secrets")
+            .field("external_id", &set(&self.external_id))
+            .field("session_policy", &set(&self.session_policy))
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// The bytes that carry these secrets from one s3role process to the next (never argv).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::json!({
+            "external_id": self.external_id,
+            "session_policy": self.session_policy,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Reads what [`Secrets::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Secrets, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("the secrets handed over are not JSON: {e}"))?;
+        let text = |key: &str| v[key].as_str().map(str::to_owned);
+        Ok(Secrets {
+            external_id: text("external_id"),
+            session_policy: text("session_policy"),
+        })
+    }
+}
+
+/// Options whose value is a secret unless it starts with `@` (then it names a file).
+const SECRET_OPTIONS: &[&str] = &["--external-id", "--session-policy"];
+
+/// `argv` without the secret values given inline, for the command line of a process s3role
+/// starts itself: `--external-id X`, `--external-id=X`, `--session-policy JSON` and
+/// `--session-policy=JSON` go; the `@FILE` forms stay, since they name only a file. Expects
+/// `-o` lists already expanded ([`crate::mount_opts::expand_args`]).
+pub fn without_inline_secrets(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut it = argv.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--" {
+            out.push(arg.clone());
+            out.extend(it.by_ref().cloned());
+            break;
+        }
+        if SECRET_OPTIONS.contains(&arg.as_str()) {
+            match it.next() {
+                Some(value) if value.starts_with('@') => out.extend([arg.clone(), value.clone()]),
+                _ => {}
+            }
+            continue;
+        }
+        let inline_secret = arg
+            .split_once('=')
+            .is_some_and(|(name, value)| SECRET_OPTIONS.contains(&name) && !value.starts_with('@'));
+        if !inline_secret {
+            out.push(arg.clone());
+        }
+    }
+    out
+}
+
+/// The contents of a file holding a secret, without trailing white space (a file written
+/// with `echo` ends with a newline).
+fn read_secret_file(option: &'static str, path: &std::path::Path) -> Result<String, InvalidInput> {
+    let text = std::fs::read_to_string(path).map_err(|e| InvalidInput {
+        option,
+        problem: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let text = text.trim_end();
+    if text.is_empty() {
+        return Err(InvalidInput {
+            option,
+            problem: format!("{} is empty", path.display()),
+        });
+    }
+    Ok(text.to_owned())
+}
+
+/// The external ID read from `path` for `option`, checked, so that a mistake in the file is
+/// reported against the option that named it (the ID itself is never shown).
+fn external_id_from_file(option: &'static str, path: &std::path::Path) -> Result<String, InvalidInput> {
+    let id = read_secret_file(option, path)?;
+    creds::validate::external_id(&id).map_err(|e| InvalidInput {
+        option,
+        problem: format!("the external ID in {}: {}", path.display(), e.problem),
+    })?;
+    Ok(id)
 }
 
 /// How files look and how much is cached.
@@ -237,27 +375,67 @@ impl AccessArgs {
             .unwrap_or_else(|| "us-east-1".to_owned())
     }
 
+    /// The external ID and session policy, from the resolved secrets if there are some, else
+    /// from their options: `--external-id-file PATH`, `--external-id ID|@FILE` (or
+    /// S3ROLE_EXTERNAL_ID), `--session-policy JSON|@FILE`.
+    pub fn secrets(&self) -> Result<Secrets, InvalidInput> {
+        if let Some(s) = &self.resolved_secrets {
+            return Ok(s.clone());
+        }
+        // clap merges S3ROLE_EXTERNAL_ID into --external-id; a file given on the command line
+        // wins over the environment, but not over --external-id given there too.
+        let from_environment = |id: &SecretText| std::env::var("S3ROLE_EXTERNAL_ID").is_ok_and(|e| e == id.0);
+        let external_id = match (&self.external_id_file, &self.external_id) {
+            (Some(_), Some(id)) if !from_environment(id) => {
+                return Err(InvalidInput {
+                    option: "--external-id-file",
+                    problem: "give either --external-id or --external-id-file, not both".into(),
+                });
+            }
+            (Some(path), _) => Some(external_id_from_file("--external-id-file", path)?),
+            (None, Some(id)) => match id.0.strip_prefix('@') {
+                Some(path) => Some(external_id_from_file("--external-id", path.as_ref())?),
+                None => Some(id.0.clone()),
+            },
+            (None, None) => None,
+        };
+        let session_policy = match &self.session_policy {
+            Some(p) => match p.0.strip_prefix('@') {
+                Some(path) => Some(read_secret_file("--session-policy", path.as_ref())?),
+                None => Some(p.0.clone()),
+            },
+            None => None,
+        };
+        Ok(Secrets {
+            external_id,
+            session_policy,
+        })
+    }
+
+    /// Reads the secrets once and keeps them, so that files are not read again and what
+    /// was checked is what is used.
+    pub fn resolve_secrets(&mut self) -> Result<Secrets, InvalidInput> {
+        let secrets = self.secrets()?;
+        self.resolved_secrets = Some(secrets.clone());
+        Ok(secrets)
+    }
+
     /// The credential chain these options describe, validated.
     pub fn creds_config(&self, region: String) -> Result<CredsConfig, InvalidInput> {
-        if self.external_id.is_some() && self.role_arn.is_empty() {
+        let secrets = self.secrets()?;
+        if secrets.external_id.is_some() && self.role_arn.is_empty() {
             return Err(InvalidInput {
                 option: "--external-id",
                 problem: "needs --role-arn: an external ID is only sent when assuming a role".into(),
             });
         }
-        if (self.session_policy.is_some() || !self.policy_arn.is_empty()) && self.role_arn.is_empty() {
+        if (secrets.session_policy.is_some() || !self.policy_arn.is_empty()) && self.role_arn.is_empty() {
             return Err(InvalidInput {
                 option: "--session-policy",
                 problem: "session policies need --role-arn".into(),
             });
         }
-        let policy = match &self.session_policy {
-            Some(p) if p.starts_with('@') => Some(std::fs::read_to_string(&p[1..]).map_err(|e| InvalidInput {
-                option: "--session-policy",
-                problem: format!("cannot read {}: {e}", &p[1..]),
-            })?),
-            other => other.clone(),
-        };
+        let policy = secrets.session_policy;
         let session_name = self
             .role_session_name
             .clone()
@@ -269,7 +447,7 @@ impl AccessArgs {
             .enumerate()
             .map(|(i, arn)| RoleSpec {
                 arn: arn.clone(),
-                external_id: if i == last { self.external_id.clone() } else { None },
+                external_id: if i == last { secrets.external_id.clone() } else { None },
                 session_name: session_name.clone(),
                 duration: Duration::from_secs(if i == 0 {
                     self.duration_seconds
@@ -391,6 +569,67 @@ mod tests {
         assert_eq!(c.roles[0].external_id, None);
         assert_eq!(c.roles[1].external_id.as_deref(), Some("ext-1"));
         assert_eq!(c.roles[1].session_name, "ops");
+    }
+
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn inline_secrets_leave_the_command_line_and_file_names_stay() {
+        let kept = strings(&[
+            "s3role",
+            "mount",
+            "b",
+            "/m",
+            "--external-id=@/etc/id",
+            "--session-policy",
+            "@/etc/p.json",
+            "--external-id-file=/etc/id",
+            "--role-session-name",
+            "n1",
+            "--",
+            "--external-id=x",
+        ]);
+        let mut argv = kept.clone();
+        argv.splice(4..4, strings(&["--external-id", "abc", "--session-policy={}"]));
+        assert_eq!(without_inline_secrets(&argv), kept);
+    }
+
+    #[test]
+    fn external_ids_come_from_files_trimmed_and_are_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("id");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let role = "arn:aws:iam::123456789012:role/a";
+        let path = file.display().to_string();
+        for args in [
+            vec!["--role-arn", role, "--external-id-file", &path],
+            vec!["--role-arn", role, "--external-id", &format!("@{path}")],
+        ] {
+            let a = access(&args);
+            let c = a.creds_config("us-east-1".into()).unwrap();
+            assert_eq!(c.roles[0].external_id.as_deref(), Some("from-a-file"), "{args:?}");
+            assert!(!format!("{a:?}").contains("from-a-file"));
+            assert!(!format!("{:?}", a.secrets().unwrap()).contains("from-a-file"));
+        }
+        let both = access(&["--role-arn", role, "--external-id", "x1", "--external-id-file", &path]);
+        assert_eq!(both.secrets().unwrap_err().option, "--external-id-file");
+        std::fs::write(&file, "not valid!\n").unwrap();
+        let e = access(&["--role-arn", role, "--external-id-file", &path])
+            .secrets()
+            .unwrap_err();
+        assert_eq!(e.option, "--external-id-file");
+        assert!(!e.to_string().contains("not valid"), "{e}");
+    }
+
+    #[test]
+    fn secrets_survive_the_handover() {
+        let s = Secrets {
+            external_id: Some("e-1".into()),
+            session_policy: None,
+        };
+        assert_eq!(Secrets::decode(&s.encode()).unwrap(), s);
     }
 
     #[test]

@@ -9,10 +9,10 @@ use std::path::Path;
 
 const FSTAB_EXAMPLES: &str = r#".SH EXAMPLES
 An EC2 host whose instance profile assumes a role in another account, with the external ID
-that account gave:
+that account gave, kept in a file only root can read:
 .PP
 .nf
-analytics\-bucket:/raw /data s3role _netdev,nofail,allow_other,role_arn=arn:aws:iam::444455556666:role/Reader,external_id=7f3c2a9e,region=eu\-west\-1 0 0
+analytics\-bucket:/raw /data s3role _netdev,nofail,allow_other,role_arn=arn:aws:iam::444455556666:role/Reader,external_id_file=/etc/s3role/reader.external\-id,region=eu\-west\-1 0 0
 .fi
 .PP
 A prefix mounted read\-only, with a session policy from a file:
@@ -32,11 +32,20 @@ mount(8) runs /sbin/mount.s3role for these lines. Every \fBs3role mount\fR optio
 written \e, or the value is read from a file with @. Options of mount(8) and systemd
 (_netdev, nofail, auto, noauto, user, users, nouser, defaults, rw, dev, nodev, suid, nosuid,
 exec, noexec, x\-*, comment=*) are accepted and ignored; ro is \-\-read\-only.
+.SH SECRETS
+The external ID and the session policy never appear in the command line of the daemon that
+stays behind, which every local user can read in /proc: s3role hands them to it on its
+standard input. The command that mounts is another matter. mount(8) keeps its options in
+its command line until the mount answers, and so does \fBs3role mount \-\-external\-id\fR
+\fIID\fR; give the ID as external_id_file=\fIPATH\fR (\fB\-\-external\-id\-file\fR),
+external_id=@\fIPATH\fR, or in the environment variable S3ROLE_EXTERNAL_ID, and a session
+policy as session_policy=@\fIPATH\fR. Logs say only whether they are set.
 .SH STATUS
 \fBs3role status\fR \fIDIR\fR shows a live mount's role chain, session expiry, renewals,
 cache and uploads, and what it holds in memory (inodes, cached attributes and listings,
-heap in use). It reads the extended attributes user.s3role.* of the mount's root,
-which any user who can see the mount may read with getfattr(1) as well.
+heap in use). It reads the extended attributes user.s3role.* of the mount's root, which
+getfattr(1) reads as well. Only the user who mounted and root may read them (others get
+EACCES), unless the mount was made with \fB\-\-public\-status\fR.
 .SH SEE ALSO
 mount(8), fstab(5), fusermount3(1)
 "#;

@@ -21,12 +21,31 @@ pub type StatusSource = Arc<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
 /// Prefix of the status attributes.
 pub const STATUS_XATTR_PREFIX: &str = "user.s3role.";
 
+/// Who may read the status attributes, which name the role chain and the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusReaders {
+    /// The user who mounted (this uid) and root: the default.
+    MounterAndRoot(u32),
+    /// Every user the kernel lets into the mount (`--public-status`).
+    Everyone,
+}
+
+impl StatusReaders {
+    /// Whether the user `uid` may read the status.
+    pub fn admit(self, uid: u32) -> bool {
+        match self {
+            StatusReaders::Everyone => true,
+            StatusReaders::MounterAndRoot(mounter) => uid == 0 || uid == mounter,
+        }
+    }
+}
+
 /// The fuser-facing side of a mount.
 pub struct FuseAdapter<S: ObjectStore> {
     fs: Arc<Fs<S>>,
     rt: Handle,
     ttl: Duration,
-    status: Option<StatusSource>,
+    status: Option<(StatusSource, StatusReaders)>,
 }
 
 impl<S: ObjectStore> FuseAdapter<S> {
@@ -41,19 +60,22 @@ impl<S: ObjectStore> FuseAdapter<S> {
         }
     }
 
-    /// Publishes the mount's status on its root directory.
-    pub fn with_status(mut self, status: StatusSource) -> Self {
-        self.status = Some(status);
+    /// Publishes the mount's status on its root directory, to `readers`.
+    pub fn with_status(mut self, status: StatusSource, readers: StatusReaders) -> Self {
+        self.status = Some((status, readers));
         self
     }
 
-    fn status_pairs(&self, ino: INodeNo) -> Vec<(String, String)> {
+    /// The status attributes of `ino` as user `uid` may see them: none but on the root, and
+    /// `Err(EACCES)` there for a user who may not read them.
+    fn status_pairs(&self, ino: INodeNo, uid: u32) -> Result<Vec<(String, String)>, Errno> {
         match (&self.status, ino.0) {
-            (Some(s), crate::fs::ROOT_INO) => s()
+            (Some((_, readers)), crate::fs::ROOT_INO) if !readers.admit(uid) => Err(Errno::EACCES),
+            (Some((s, _)), crate::fs::ROOT_INO) => Ok(s()
                 .into_iter()
                 .map(|(k, v)| (format!("{STATUS_XATTR_PREFIX}{k}"), v))
-                .collect(),
-            _ => Vec::new(),
+                .collect()),
+            _ => Ok(Vec::new()),
         }
     }
 }
@@ -464,17 +486,22 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         );
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: fuser::ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: fuser::ReplyXattr) {
         let name = name.to_string_lossy();
-        match self.status_pairs(ino).into_iter().find(|(k, _)| *k == name) {
-            Some((_, v)) => reply_sized(reply, size, v.as_bytes()),
-            None => reply.error(Errno::NO_XATTR),
+        match self.status_pairs(ino, req.uid()) {
+            Err(denied) if name.starts_with(STATUS_XATTR_PREFIX) => reply.error(denied),
+            Err(_) => reply.error(Errno::NO_XATTR),
+            Ok(pairs) => match pairs.into_iter().find(|(k, _)| *k == name) {
+                Some((_, v)) => reply_sized(reply, size, v.as_bytes()),
+                None => reply.error(Errno::NO_XATTR),
+            },
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
         let mut names = Vec::new();
-        for (k, _) in self.status_pairs(ino) {
+        // A user who may not read the status is not told its names either.
+        for (k, _) in self.status_pairs(ino, req.uid()).unwrap_or_default() {
             names.extend_from_slice(k.as_bytes());
             names.push(0);
         }

@@ -139,7 +139,8 @@ pub fn run(argv: Vec<String>) -> ExitCode {
             }
         };
     }
-    crate::mount::run(mount)
+    // The daemon's command line is made from `args`, without the secrets.
+    crate::mount::run_with_argv(mount, &args)
 }
 
 #[cfg(test)]

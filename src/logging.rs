@@ -2,7 +2,9 @@
 //! the process has become a daemon.
 
 use std::ffi::CString;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -11,26 +13,57 @@ static TO_SYSLOG: AtomicBool = AtomicBool::new(false);
 /// The log file, when the daemon writes to one instead of syslog.
 static LOG_FILE: std::sync::Mutex<Option<(std::path::PathBuf, std::fs::File)>> = std::sync::Mutex::new(None);
 
-fn open_log(path: &std::path::Path) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+/// Opens the log file for appending: created 0600 (it names roles, sessions and keys), and
+/// never through a symbolic link, which another user able to write to its directory could
+/// have put there to make the daemon write wherever it points. An existing file of ours that
+/// every user could read or write loses that; its group permissions stay (logrotate's
+/// `create 0640 root adm` is a choice).
+fn open_log(path: &Path) -> io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            let is_symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if e.raw_os_error() == Some(libc::ELOOP) && is_symlink {
+                io::Error::other(
+                    "is a symbolic link, which s3role does not follow for its log: give the path of the file itself",
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let ours = meta.uid() == unsafe { libc::geteuid() };
+    let mode = meta.permissions().mode() & 0o7777;
+    if ours && meta.is_file() && mode & 0o007 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & !0o007))?;
+    }
+    Ok(file)
 }
 
-/// Sends log lines to `path` (appending) from now on.
-pub fn use_log_file(path: &std::path::Path) -> io::Result<()> {
-    let file = open_log(path)?;
-    *LOG_FILE.lock().unwrap_or_else(|p| p.into_inner()) = Some((path.to_owned(), file));
+/// Sends log lines to `path` (appending) from now on. A relative path is taken from the
+/// current directory now, not at a later reopen, when a daemon's is `/`.
+pub fn use_log_file(path: &Path) -> io::Result<()> {
+    let path = std::path::absolute(path)?;
+    let file = open_log(&path)?;
+    *LOG_FILE.lock().unwrap_or_else(|p| p.into_inner()) = Some((path, file));
     Ok(())
 }
 
-/// Reopens the log file (after logrotate moved it); called on SIGHUP.
-pub fn reopen_log_file() {
+/// Reopens the log file (after logrotate moved it); called on SIGHUP. Whether there is one;
+/// if its path cannot be opened, lines keep going to the file open so far, and the error
+/// says why.
+pub fn reopen_log_file() -> io::Result<bool> {
     let mut guard = LOG_FILE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((path, file)) = guard.as_mut() {
-        match open_log(path) {
-            Ok(f) => *file = f,
-            Err(e) => eprintln!("s3role: cannot reopen {}: {e}", path.display()),
-        }
-    }
+    let Some((path, file)) = guard.as_mut() else {
+        return Ok(false);
+    };
+    *file = open_log(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Ok(true)
 }
 
 /// Sends log lines to syslog from now on (after the daemon has detached from the terminal).
@@ -42,13 +75,21 @@ pub fn switch_to_syslog() {
 }
 
 /// Installs the subscriber. Without `RUST_LOG`, s3role logs at INFO and its libraries at WARN.
+/// Lines are coloured when standard error is a terminal.
 pub fn init() {
+    init_with_colours(io::stderr().is_terminal());
+}
+
+/// [`init`], with ANSI colours or not: only for a terminal, never for a log file or syslog,
+/// where they would show as escape codes.
+pub fn init_with_colours(colours: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error,s3role=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Destination)
         .with_target(false)
+        .with_ansi(colours)
         .try_init();
 }
 

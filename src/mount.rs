@@ -1,18 +1,20 @@
 //! `s3role mount`: validate, obtain the first role session, check the bucket, mount, and
 //! serve until unmounted.
 
-use crate::cli::{MountArgs, Source, parse_source};
+use crate::cli::{MountArgs, Secrets, Source, parse_source, without_inline_secrets};
 use crate::creds::{Chain, Renewer, SlotProvider};
 use crate::daemon::{self, Readiness};
 use crate::fs::{Defaults, Fs, FsConfig};
-use crate::fuse::FuseAdapter;
+use crate::fuse::{FuseAdapter, StatusReaders};
 use crate::store::s3::{CredentialsProblem, S3Location, S3Store};
 use crate::store::{ObjectStore, StoreError};
 use aws_credential_types::provider::SharedCredentialsProvider;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Everything `connect` produces: a ready filesystem and the task renewing its session.
 struct Connected {
@@ -137,17 +139,33 @@ fn fuse_config(args: &MountArgs, source: &Source) -> fuser::Config {
     cfg
 }
 
+/// The signals a mount answers, registered as soon as its runtime exists: one that arrives
+/// before the task handling it runs (say right after `s3role mount` returns) waits for that
+/// task, instead of taking its default action, which ends the process and leaves a dead mount.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn register(rt: &tokio::runtime::Runtime) -> std::io::Result<Signals> {
+        let _context = rt.enter();
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// On SIGTERM or SIGINT, detaches the mount. Files still open keep working until closed;
 /// when the last one is closed the kernel ends the session, and pending uploads finish
 /// before the process exits.
-async fn unmount_on_signal(mountpoint: PathBuf) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return;
-    };
+async fn unmount_on_signal(mountpoint: PathBuf, mut terminate: Signal, mut interrupt: Signal) {
     tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
     }
     tracing::info!("signal received: unmounting once open files are closed and uploads are done");
     use std::os::unix::ffi::OsStrExt;
@@ -165,6 +183,17 @@ async fn unmount_on_signal(mountpoint: PathBuf) {
             .await;
         if !status.map(|s| s.success()).unwrap_or(false) {
             tracing::error!("could not unmount {}", mountpoint.display());
+        }
+    }
+}
+
+/// On every SIGHUP, reopens the log file (after logrotate moved it).
+async fn reopen_log_on_hangup(mut hangup: Signal) {
+    while hangup.recv().await.is_some() {
+        match crate::logging::reopen_log_file() {
+            Ok(true) => tracing::info!("log file reopened"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot reopen the log file, still writing to the one open so far: {e}"),
         }
     }
 }
@@ -295,28 +324,70 @@ pub fn validate(args: &MountArgs) -> Result<(Source, PathBuf), String> {
         .and_then(|p| check_staging(args).map(|()| p))
 }
 
-/// Runs `s3role mount`.
+/// Runs `s3role mount` as given on this process's command line.
 pub fn run(args: MountArgs) -> ExitCode {
-    // Mistakes are reported straight to the terminal, before forking.
-    let (source, mountpoint) = match validate(&args) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("s3role: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut readiness = if args.foreground {
-        Readiness::foreground()
-    } else {
-        match daemon::daemonize() {
-            Ok(r) => r,
+    let argv = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    run_with_argv(args, &crate::mount_opts::expand_args(argv))
+}
+
+/// Takes the secrets handed over by the s3role process that started this one, and the
+/// handshake to answer it with when this is the daemon.
+fn receive_handover(args: &mut MountArgs) -> Result<Readiness, String> {
+    let (bytes, readiness) =
+        daemon::receive_handover(!args.foreground).map_err(|e| format!("s3role: cannot take over the mount: {e}"))?;
+    let secrets = Secrets::decode(&bytes).map_err(|e| format!("s3role: {e}"))?;
+    args.access.resolved_secrets = Some(secrets);
+    Ok(readiness)
+}
+
+/// Runs `s3role mount`; `argv` is its command line with `-o` lists expanded, from which the
+/// daemon's own command line is made.
+pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
+    let handed_over = if daemon::handover_on_stdin() {
+        match receive_handover(&mut args) {
+            Ok(r) => Some(r),
             Err(e) => {
-                eprintln!("s3role: cannot start the daemon: {e}");
+                eprintln!("{e}");
                 return ExitCode::FAILURE;
             }
         }
+    } else {
+        None
     };
-    crate::logging::init();
+    // Mistakes are reported straight to the terminal (or, by a daemon, to the process
+    // waiting for it), before anything is started.
+    let checked = args
+        .access
+        .resolve_secrets()
+        .map_err(|e| e.to_string())
+        .and_then(|secrets| validate(&args).map(|(source, mountpoint)| (source, mountpoint, secrets)));
+    let (source, mountpoint, secrets) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            // Readiness::fail writes to the terminal when there is no process to answer.
+            let mut readiness = handed_over.unwrap_or_else(Readiness::foreground);
+            readiness.fail(&format!("s3role: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let without_secrets = without_inline_secrets(argv);
+    let mut readiness = match handed_over {
+        Some(readiness) => readiness,
+        None if args.foreground && without_secrets.len() == argv.len() => Readiness::foreground(),
+        None if args.foreground => {
+            let e = daemon::exec_without_secrets(&without_secrets, &secrets.encode());
+            eprintln!("s3role: cannot restart without the secrets in the command line: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => {
+            let e = daemon::start(&without_secrets, &secrets.encode());
+            eprintln!("s3role: cannot start the daemon: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A daemon's lines end up in syslog or a file, a foreground mount's may too.
+    let on_terminal = args.foreground && args.log_file.is_none() && std::io::stderr().is_terminal();
+    crate::logging::init_with_colours(on_terminal);
     if let Some(path) = &args.log_file
         && let Err(e) = crate::logging::use_log_file(path)
     {
@@ -334,6 +405,13 @@ pub fn run(args: MountArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let signals = match Signals::register(&rt) {
+        Ok(s) => s,
+        Err(e) => {
+            readiness.fail(&format!("s3role: cannot handle signals: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
     let connected = match rt.block_on(connect(&args, &source)) {
         Ok(c) => c,
         Err(e) => {
@@ -342,12 +420,16 @@ pub fn run(args: MountArgs) -> ExitCode {
         }
     };
     let fs = connected.fs.clone();
-    let adapter = FuseAdapter::new(connected.fs, rt.handle().clone()).with_status(status_source(
-        &args,
-        &source,
-        connected.slot,
-        fs.clone(),
-    ));
+    let status_readers = if args.public_status {
+        StatusReaders::Everyone
+    } else {
+        // SAFETY: geteuid has no preconditions.
+        StatusReaders::MounterAndRoot(unsafe { libc::geteuid() })
+    };
+    let adapter = FuseAdapter::new(connected.fs, rt.handle().clone()).with_status(
+        status_source(&args, &source, connected.slot, fs.clone()),
+        status_readers,
+    );
     let session = match fuser::Session::new(adapter, &mountpoint, &fuse_config(&args, &source)) {
         Ok(s) => s,
         Err(e) => {
@@ -359,18 +441,21 @@ pub fn run(args: MountArgs) -> ExitCode {
     if let Some(device) = &device {
         raise_readahead(device);
     }
-    tracing::info!(source = %args.source, mountpoint = %mountpoint.display(), "mounted");
+    let set = |v: &Option<String>| if v.is_some() { "set" } else { "none" };
+    tracing::info!(
+        source = %args.source,
+        mountpoint = %mountpoint.display(),
+        external_id = %set(&secrets.external_id),
+        session_policy = %set(&secrets.session_policy),
+        "mounted"
+    );
     readiness.ready();
-    rt.spawn(unmount_on_signal(mountpoint.clone()));
-    rt.spawn(async {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            crate::logging::reopen_log_file();
-            tracing::info!("log file reopened");
-        }
-    });
+    rt.spawn(unmount_on_signal(
+        mountpoint.clone(),
+        signals.terminate,
+        signals.interrupt,
+    ));
+    rt.spawn(reopen_log_on_hangup(signals.hangup));
     let result = session.run();
     // The kernel has let go: upload whatever is still pending before exiting.
     rt.block_on(fs.finish_all());

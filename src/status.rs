@@ -1,5 +1,6 @@
 //! `s3role status DIR`: reads the live mount's `user.s3role.*` extended attributes, so
-//! asking a daemon needs no socket and works for any user who can see the mount.
+//! asking a daemon needs no socket. They are for the mounting user and root, or for every
+//! user who can see the mount when it was mounted with `--public-status`.
 
 use crate::fuse::STATUS_XATTR_PREFIX;
 use std::ffi::CString;
@@ -49,7 +50,15 @@ pub fn read(dir: &Path) -> Result<Vec<(String, String)>, String> {
         pairs.push((name[STATUS_XATTR_PREFIX.len()..].to_owned(), value));
     }
     if pairs.is_empty() {
-        return Err(format!("{} is not the root of an s3role mount", dir.display()));
+        // The names are not listed for a user who may not read them; asking for one says so.
+        let probe = format!("{STATUS_XATTR_PREFIX}source");
+        return Err(match xattr_get(&path, &probe) {
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => format!(
+                "{}: only the user who mounted it and root may read its status ({e}); mount with --public-status to let every user",
+                dir.display()
+            ),
+            _ => format!("{} is not the root of an s3role mount", dir.display()),
+        });
     }
     Ok(pairs)
 }

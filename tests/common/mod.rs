@@ -571,3 +571,108 @@ impl Server {
         })
     }
 }
+
+/// Process ids, among every process on the machine, whose `/proc/PID/FILE` (`cmdline` or
+/// `environ`) contains `needle`.
+pub fn processes_with(file: &str, needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let text = std::fs::read(e.path().join(file)).ok()?;
+            String::from_utf8_lossy(&text).contains(needle).then_some(pid)
+        })
+        .collect()
+}
+
+/// A string no other process on the machine is likely to hold, valid as an external ID.
+pub fn distinctive(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("s3role-{tag}-{}-{nanos}", std::process::id())
+}
+
+impl Server {
+    /// What STS received for each session named `session_name`, oldest first: the external
+    /// ID and the inline session policy.
+    pub fn session_inputs(&self, session_name: &str) -> Vec<(Option<String>, Option<String>)> {
+        let (_, body) = self.http("GET", "/s3role-test/sessions", "");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|s| s["session_name"] == session_name)
+                    .map(|s| {
+                        let text = |k: &str| s[k].as_str().map(str::to_owned);
+                        (text("external_id"), text("policy"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A mount made the way an operator makes one: `s3role mount` without -f, which returns once
+/// the daemon it leaves behind serves the mount. Unmounted when dropped.
+pub struct DaemonMount {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DaemonMount {
+    /// Runs `s3role mount SOURCE DIR` with the server's endpoints, `args`, `user`'s identity
+    /// and `env`; the mount, or what s3role wrote to stderr when it failed.
+    pub fn start(
+        server: &Server,
+        user: &str,
+        source: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<DaemonMount, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).expect("mount dir");
+        let out = s3role()
+            .arg("mount")
+            .arg(source)
+            .arg(&path)
+            .args(server.endpoint_args())
+            .args(args)
+            .envs(server.env_for(user))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run s3role mount");
+        let m = DaemonMount { path, _dir: dir };
+        if out.status.success() {
+            Ok(m)
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// The daemon serving the mount (every process whose command line names its directory).
+    pub fn daemon_pids(&self) -> Vec<u32> {
+        processes_with("cmdline", &self.path.display().to_string())
+    }
+
+    /// A path inside the mount.
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+}
+
+impl Drop for DaemonMount {
+    fn drop(&mut self) {
+        if is_mounted(&self.path) {
+            let _ = Command::new("umount").arg(&self.path).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.daemon_pids().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
