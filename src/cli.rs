@@ -286,6 +286,14 @@ pub struct FileArgs {
     /// Most bytes staged at once; writes beyond get ENOSPC.
     #[arg(long, value_name = "BYTES", default_value = "10G", value_parser = parse_size)]
     pub staging_limit: u64,
+    /// Seconds a file whose last close could not upload it is retried in the background
+    /// before its bytes go to the recovery directory.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    pub upload_retry_time: u64,
+    /// Where the bytes of files that could not be uploaded are left, one file each, mode
+    /// 0600 [default: /var/lib/s3role/recovery for root, else $XDG_STATE_HOME/s3role/recovery].
+    #[arg(long, value_name = "DIR")]
+    pub recovery_dir: Option<PathBuf>,
 }
 
 /// Parses an octal permission like `0644` or `755`.

@@ -109,6 +109,12 @@ async fn connect(args: &MountArgs, source: &Source) -> Result<Connected, String>
         staging_limit: args.files.staging_limit,
         metadata_ttl: Duration::from_secs(args.files.metadata_ttl),
         cache_bytes: args.files.cache_size.max(8 << 20),
+        retry_time: Duration::from_secs(args.files.upload_retry_time),
+        recovery_dir: args
+            .files
+            .recovery_dir
+            .clone()
+            .unwrap_or_else(crate::fs::default_recovery_dir),
         ..FsConfig::default()
     };
     Ok(Connected {
@@ -280,6 +286,7 @@ fn status_source(
         let time = |t: Option<std::time::SystemTime>| t.map(crate::timefmt::rfc3339).unwrap_or_else(|| "-".into());
         let (attributes, listings) = fs.metadata_cache_sizes();
         let (hits, misses) = fs.cache_hits_misses();
+        let pending = fs.pending_status();
         let rate = if hits + misses == 0 {
             "-".to_owned()
         } else {
@@ -297,6 +304,9 @@ fn status_source(
             ("cache_bytes".into(), fs.cached_bytes().to_string()),
             ("cache_hit_rate".into(), rate),
             ("uploads_in_flight".into(), fs.pending_files().to_string()),
+            ("uploads_retrying".into(), pending.files.to_string()),
+            ("oldest_upload_failure".into(), time(pending.oldest_failure)),
+            ("recovered_files".into(), pending.recovered.to_string()),
             ("staged_bytes".into(), fs.staged_bytes().to_string()),
             ("inodes".into(), fs.inode_count().to_string()),
             ("cached_attributes".into(), attributes.to_string()),

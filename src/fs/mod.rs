@@ -22,7 +22,7 @@ pub use error::FsError;
 pub use namespace::{DirItem, ROOT_INO, invalid_name};
 pub use ops::SetAttr;
 pub use read::CacheStats;
-pub use write::{part_size_for, split_even, streamed_part_size};
+pub use write::{PendingStatus, part_size_for, split_even, streamed_part_size};
 
 use crate::store::ObjectStore;
 use bytes::Bytes;
@@ -65,6 +65,29 @@ pub struct FsConfig {
     pub upload_concurrency: usize,
     /// Most bytes of upload parts held in memory at once, over all files.
     pub upload_memory: u64,
+    /// How long a file whose last close could not upload it is retried in the background.
+    pub retry_time: Duration,
+    /// The first wait between those retries; it doubles up to a minute.
+    pub retry_backoff: Duration,
+    /// Where the bytes of files that could not be uploaded are left.
+    pub recovery_dir: std::path::PathBuf,
+}
+
+/// Where the bytes of files that could not be uploaded go unless told otherwise: a state
+/// directory of the mounting user (root: `/var/lib/s3role/recovery`).
+pub fn default_recovery_dir() -> std::path::PathBuf {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return "/var/lib/s3role/recovery".into();
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")));
+    match state {
+        Some(dir) => dir.join("s3role/recovery"),
+        None => std::env::temp_dir().join("s3role-recovery"),
+    }
 }
 
 impl Default for FsConfig {
@@ -84,6 +107,9 @@ impl Default for FsConfig {
             part_size: 8 << 20,
             upload_concurrency: 8,
             upload_memory: 256 << 20,
+            retry_time: Duration::from_secs(900),
+            retry_backoff: Duration::from_secs(1),
+            recovery_dir: default_recovery_dir(),
         }
     }
 }
@@ -179,6 +205,9 @@ impl<S: ObjectStore> Fs<S> {
                 upload_concurrency: cfg.upload_concurrency,
                 upload_memory: cfg.upload_memory,
                 probe_ttl: cfg.metadata_ttl.max(Duration::from_secs(60)),
+                retry_time: cfg.retry_time,
+                retry_backoff: cfg.retry_backoff,
+                recovery_dir: cfg.recovery_dir.clone(),
             },
         ));
         Arc::new(Fs {
@@ -437,9 +466,17 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     /// Uploads every file that still has changes, as a last close would: used when the
-    /// daemon stops, so nothing written is lost.
+    /// daemon stops, so nothing written is lost. What cannot be uploaded within a minute (or
+    /// the retry time, if shorter) goes to the recovery directory.
     pub async fn finish_all(self: &Arc<Self>) {
-        self.writes.finish_all().await;
+        self.writes
+            .finish_all(self.cfg.retry_time.min(Duration::from_secs(60)))
+            .await;
+    }
+
+    /// Files whose last close could not upload them, retried in the background.
+    pub fn pending_status(&self) -> PendingStatus {
+        self.writes.pending_status()
     }
 
     /// Bytes held in staging files now.
@@ -477,3 +514,12 @@ mod tests;
 
 #[cfg(test)]
 mod write_tests;
+
+#[cfg(test)]
+mod open_tests;
+
+#[cfg(test)]
+mod model_tests;
+
+#[cfg(test)]
+mod test_support;

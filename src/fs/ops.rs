@@ -290,6 +290,11 @@ impl<S: ObjectStore> Fs<S> {
         let mut held = self.writes.hold_for_move(&inodes).await;
         let _moving = self.ns.move_guard().await;
         let src_key = self.ns.key_of(ino)?;
+        // A file replaced while handles are open on it keeps its object for them until the
+        // last one closes, unless the renamed file's object takes its key now.
+        let replaced_object_stays = self.ns.version(ino).is_none()
+            && replaced
+                .is_some_and(|r| self.ns.version(r).is_some() && self.ns.table().get(r).is_some_and(|n| n.opens > 0));
         if let Some(version) = self.ns.version(ino) {
             let etag = match self
                 .copy_any(&src_key, dst_key, version.size, Some(&version.etag()))
@@ -305,6 +310,7 @@ impl<S: ObjectStore> Fs<S> {
                 Err(e) => return Err(e),
             };
             version.set_etag(&etag);
+            self.ns.unhide(dst_key);
             self.store.delete(&src_key).await?;
             self.ns.meta().deleted_key(&src_key);
             self.ns
@@ -312,6 +318,7 @@ impl<S: ObjectStore> Fs<S> {
                 .wrote_key(dst_key, version.size, &etag, SystemTime::now());
         } else if let Some(r) = replaced
             && self.ns.version(r).is_some()
+            && !replaced_object_stays
         {
             // A file not in S3 yet takes the name of one that is: the old object goes now,
             // the new one appears when the file is uploaded.
@@ -320,6 +327,9 @@ impl<S: ObjectStore> Fs<S> {
         }
         if let Some(r) = self.ns.rename(parent, name, newparent, newname) {
             held.discard(r);
+            if replaced_object_stays {
+                self.ns.orphan(r, dst_key.to_owned());
+            }
         }
         held.moved();
         Ok(())
@@ -367,7 +377,13 @@ impl<S: ObjectStore> Fs<S> {
         let mut token = None;
         loop {
             let page = self.store.list_page(src, None, token, None).await?;
-            keys.extend(page.objects.into_iter().map(|o| (o.key, o.size, o.etag)));
+            // Objects of files unlinked while open stay where they are, for their handles.
+            keys.extend(
+                page.objects
+                    .into_iter()
+                    .filter(|o| !self.ns.is_hidden(&o.key))
+                    .map(|o| (o.key, o.size, o.etag)),
+            );
             token = page.next;
             if token.is_none() {
                 break;

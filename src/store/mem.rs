@@ -57,6 +57,7 @@ pub struct MemStore {
     read_only_prefixes: Mutex<BTreeSet<String>>,
     uploads: Mutex<HashMap<String, Upload>>,
     failing_parts: std::sync::atomic::AtomicBool,
+    faults: Faults,
     versions: AtomicU64,
     /// What this store has been asked.
     pub counters: MemCounters,
@@ -120,6 +121,36 @@ impl MemStore {
         }
     }
 
+    /// Makes every request that changes the bucket fail with 503 SlowDown (as S3 does after
+    /// the client's retries in an outage) until turned off again; reads still work.
+    pub fn fail_writes(&self, fail: bool) {
+        self.faults.fail_writes.store(fail, Ordering::Relaxed);
+    }
+
+    /// Makes about `per_mille` of every thousand requests fail with 503 SlowDown, chosen by
+    /// a generator seeded with `seed`, so a failing sequence can be replayed.
+    pub fn fail_randomly(&self, per_mille: u32, seed: u64) {
+        self.faults.per_mille.store(per_mille, Ordering::Relaxed);
+        *self.faults.rng.lock().unwrap_or_else(|p| p.into_inner()) = fastrand::Rng::with_seed(seed);
+    }
+
+    /// Delays every request by up to `max` (random), to shuffle the order of concurrent work.
+    pub fn delay_randomly(&self, max: std::time::Duration) {
+        self.faults
+            .max_delay_us
+            .store(max.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Holds every request that changes the bucket until [`resume_writes`](Self::resume_writes).
+    pub fn pause_writes(&self) {
+        self.faults.paused.send_replace(true);
+    }
+
+    /// Lets held and new changes through again.
+    pub fn resume_writes(&self) {
+        self.faults.paused.send_replace(false);
+    }
+
     /// Makes part uploads fail (as a network outage would) until turned off again.
     pub fn fail_parts(&self, fail: bool) {
         self.failing_parts.store(fail, Ordering::Relaxed);
@@ -174,6 +205,58 @@ impl MemStore {
     }
 }
 
+/// Faults injected into requests, for tests of what the filesystem does when S3 misbehaves.
+#[derive(Debug)]
+struct Faults {
+    fail_writes: std::sync::atomic::AtomicBool,
+    per_mille: std::sync::atomic::AtomicU32,
+    max_delay_us: AtomicU64,
+    rng: Mutex<fastrand::Rng>,
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            fail_writes: Default::default(),
+            per_mille: Default::default(),
+            max_delay_us: Default::default(),
+            rng: Mutex::new(fastrand::Rng::with_seed(0)),
+            paused: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+impl Faults {
+    /// Applies the faults to one request: a delay, a wait while changes are paused, and a
+    /// failure if one is due.
+    async fn apply(&self, op: &'static str, key: &str, write: bool) -> Result<(), StoreError> {
+        let (delay, fail) = {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            let max = self.max_delay_us.load(Ordering::Relaxed);
+            let delay = if max > 0 { rng.u64(0..=max) } else { 0 };
+            let per_mille = self.per_mille.load(Ordering::Relaxed);
+            (delay, per_mille > 0 && rng.u32(0..1000) < per_mille)
+        };
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(delay)).await;
+        }
+        if write {
+            let mut paused = self.paused.subscribe();
+            let _ = paused.wait_for(|p| !*p).await;
+        }
+        if fail || (write && self.fail_writes.load(Ordering::Relaxed)) {
+            return Err(StoreError::Other {
+                op,
+                key: key.to_owned(),
+                code: Some("SlowDown".into()),
+                message: "HTTP 503: injected failure".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// AccessDenied if `key` is under one of `prefixes`.
 fn refuse_under(prefixes: &Mutex<BTreeSet<String>>, op: &'static str, key: &str) -> Result<(), StoreError> {
     let denied = prefixes.lock().unwrap_or_else(|p| p.into_inner());
@@ -196,6 +279,7 @@ impl ObjectStore for MemStore {
         continuation: Option<String>,
         max_keys: Option<i32>,
     ) -> Result<ListPage, StoreError> {
+        self.faults.apply("ListObjectsV2", prefix, false).await?;
         self.counters.lists.fetch_add(1, Ordering::Relaxed);
         self.check("ListObjectsV2", prefix)?;
         let max = max_keys.unwrap_or(1000).clamp(1, 1000) as usize;
@@ -243,6 +327,7 @@ impl ObjectStore for MemStore {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        self.faults.apply("HeadObject", key, false).await?;
         self.counters.heads.fetch_add(1, Ordering::Relaxed);
         self.check("HeadObject", key)?;
         let objects = self.lock();
@@ -255,6 +340,7 @@ impl ObjectStore for MemStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<RangeBody, StoreError> {
+        self.faults.apply("GetObject", key, false).await?;
         self.counters.gets.fetch_add(1, Ordering::Relaxed);
         self.check("GetObject", key)?;
         let objects = self.lock();
@@ -281,11 +367,13 @@ impl ObjectStore for MemStore {
     }
 
     async fn put(&self, key: &str, body: Bytes, new: &NewObject) -> Result<String, StoreError> {
+        self.faults.apply("PutObject", key, true).await?;
         self.check_write("PutObject", key)?;
         Ok(self.store(key, body, new.clone()))
     }
 
     async fn create_multipart(&self, key: &str, new: &NewObject) -> Result<String, StoreError> {
+        self.faults.apply("CreateMultipartUpload", key, true).await?;
         self.counters.uploads_started.fetch_add(1, Ordering::Relaxed);
         self.check_write("CreateMultipartUpload", key)?;
         let id = format!("upload-{}", self.versions.fetch_add(1, Ordering::Relaxed));
@@ -301,6 +389,7 @@ impl ObjectStore for MemStore {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> Result<Part, StoreError> {
+        self.faults.apply("UploadPart", key, true).await?;
         self.check_write("UploadPart", key)?;
         if self.failing_parts.load(Ordering::Relaxed) {
             return Err(StoreError::Other {
@@ -331,6 +420,7 @@ impl ObjectStore for MemStore {
         range: Range<u64>,
         source_etag: Option<&str>,
     ) -> Result<Part, StoreError> {
+        self.faults.apply("UploadPartCopy", key, true).await?;
         self.check_write("UploadPartCopy", key)?;
         self.check("UploadPartCopy", source)?;
         let data = {
@@ -363,6 +453,7 @@ impl ObjectStore for MemStore {
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<Part>) -> Result<String, StoreError> {
+        self.faults.apply("CompleteMultipartUpload", key, true).await?;
         let up = self
             .uploads()
             .remove(upload_id)
@@ -389,6 +480,7 @@ impl ObjectStore for MemStore {
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.faults.apply("AbortMultipartUpload", key, true).await?;
         self.uploads()
             .remove(upload_id)
             .ok_or_else(|| Self::no_upload("AbortMultipartUpload", key))?;
@@ -403,6 +495,7 @@ impl ObjectStore for MemStore {
         replace: Option<&NewObject>,
         source_etag: Option<&str>,
     ) -> Result<String, StoreError> {
+        self.faults.apply("CopyObject", dest, true).await?;
         self.check("CopyObject", source)?;
         self.check_write("CopyObject", dest)?;
         let (data, new) = {
@@ -428,6 +521,7 @@ impl ObjectStore for MemStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.faults.apply("DeleteObject", key, true).await?;
         self.check_write("DeleteObject", key)?;
         self.lock().remove(key);
         self.counters.deletes.fetch_add(1, Ordering::Relaxed);

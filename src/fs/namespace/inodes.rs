@@ -19,6 +19,8 @@ pub struct Stat {
     pub attr: Attr,
     /// When they were learned from S3, or set here.
     pub fetched: Instant,
+    /// S3 was written behind them: ask again at the next look, whatever the TTL says.
+    pub expired: bool,
 }
 
 /// One file, directory or symlink the kernel knows or a listing showed.

@@ -363,6 +363,7 @@ impl<S: ObjectStore> Namespace<S> {
             node.stat = Some(Stat {
                 attr: attr.clone(),
                 fetched: Instant::now(),
+                expired: false,
             });
         }
         attr
@@ -421,7 +422,7 @@ impl<S: ObjectStore> Namespace<S> {
         };
         let local_size = local(ino);
         if let Some(stat) = &stat
-            && (!linked || local_size.is_some() || self.meta.fresh(stat.fetched))
+            && (!linked || local_size.is_some() || (!stat.expired && self.meta.fresh(stat.fetched)))
         {
             let nlink = if linked { stat.attr.nlink } else { 0 };
             return Ok(Attr {
@@ -486,10 +487,12 @@ impl<S: ObjectStore> Namespace<S> {
             kind: Kind::Dir,
             name: "..".into(),
         });
+        let mut shown = HashSet::new();
         for e in &listing.entries {
             if e.kind != Kind::Dir && hidden.contains(&self.key_for(&join(&path, &e.name))) {
                 continue;
             }
+            shown.insert(e.name.as_str());
             // Symlinks and special files list as files; keep the type learned from metadata.
             let kind = match t.child(ino, &e.name).and_then(|c| t.get(c)) {
                 Some(known) if known.kind != Kind::Dir && e.kind == Kind::File => known.kind,
@@ -504,7 +507,7 @@ impl<S: ObjectStore> Namespace<S> {
             });
         }
         for (child, name, kind) in local_children {
-            if listing.find(&name).is_none() {
+            if !shown.contains(&*name) {
                 items.push(DirItem {
                     ino: child,
                     next_offset: items.len() as u64 + 1,
@@ -551,6 +554,26 @@ impl<S: ObjectStore> Namespace<S> {
         })
     }
 
+    /// Makes the next look at `ino`'s attributes ask S3, whatever the TTL says (after a
+    /// failed upload the mount shows what S3 has). A file being written keeps its own.
+    pub fn expire_attrs(&self, ino: u64) {
+        if let Some(stat) = self.table().get_mut(ino).and_then(|n| n.stat.as_mut()) {
+            stat.expired = true;
+        }
+    }
+
+    /// Records that an object was written at `key` by a retried upload, outside any inode:
+    /// listings show it, and an inode at that name asks S3 again.
+    pub fn written_elsewhere(&self, key: &str, attr: &Attr, etag: &str) {
+        self.meta.wrote_key(key, attr.size, etag, attr.mtime);
+        if let Some(ino) = key
+            .strip_prefix(self.cfg.prefix.as_str())
+            .and_then(|path| self.find_path(path))
+        {
+            self.expire_attrs(ino);
+        }
+    }
+
     /// The version of `ino`'s contents that S3 holds, as far as this mount knows.
     pub fn version(&self, ino: u64) -> Option<Arc<ObjectVersion>> {
         self.table().get(ino).and_then(|n| n.version.clone())
@@ -575,6 +598,7 @@ impl<S: ObjectStore> Namespace<S> {
     pub fn committed(&self, ino: u64, key: &str, attr: &Attr, etag: &str, size: u64) -> Arc<ObjectVersion> {
         let version = self.versions.make(etag, size);
         self.meta.wrote_key(key, size, etag, attr.mtime);
+        lock(&self.hidden).remove(key);
         let mut t = self.table();
         if let Some(node) = t.get_mut(ino) {
             node.version = Some(version.clone());
@@ -585,6 +609,7 @@ impl<S: ObjectStore> Namespace<S> {
                     ..attr.clone()
                 },
                 fetched: Instant::now(),
+                expired: false,
             });
         }
         version
@@ -592,7 +617,7 @@ impl<S: ObjectStore> Namespace<S> {
 
     /// A new, empty file `name` in `parent` with `attr`, not in S3 yet; counts a lookup.
     pub fn link_new(&self, parent: u64, name: &str, attr: Attr) -> Attr {
-        self.link(parent, name, attr, None)
+        self.link(parent, name, attr, None, false)
     }
 
     /// A new entry `name` in `parent` whose object (`etag`, `size`) this mount just wrote
@@ -600,10 +625,10 @@ impl<S: ObjectStore> Namespace<S> {
     pub fn link_written(&self, parent: u64, name: &str, key: &str, attr: Attr, etag: &str) -> Attr {
         self.meta.wrote_key(key, attr.size, etag, attr.mtime);
         let version = (attr.kind != Kind::Dir).then(|| self.versions.make(etag, attr.size));
-        self.link(parent, name, attr, version)
+        self.link(parent, name, attr, version, true)
     }
 
-    fn link(&self, parent: u64, name: &str, attr: Attr, version: Option<Arc<ObjectVersion>>) -> Attr {
+    fn link(&self, parent: u64, name: &str, attr: Attr, version: Option<Arc<ObjectVersion>>, written: bool) -> Attr {
         let mut t = self.table();
         let ino = t.link_new(parent, name, attr.kind);
         let attr = Attr { ino, ..attr };
@@ -612,10 +637,13 @@ impl<S: ObjectStore> Namespace<S> {
             node.stat = Some(Stat {
                 attr: attr.clone(),
                 fetched: Instant::now(),
+                expired: false,
             });
         }
         t.add_lookup(ino);
-        if let Some(path) = t.path(ino) {
+        // An object written at a name hidden for a file unlinked while open is the new
+        // file's now; a file not uploaded yet leaves the old object hidden.
+        if written && let Some(path) = t.path(ino) {
             lock(&self.hidden).remove(&self.key_for(&path));
         }
         attr
@@ -625,28 +653,38 @@ impl<S: ObjectStore> Namespace<S> {
     /// `keep_object`, while the object stays for handles still open on it: then it is hidden
     /// from the mount and deleted when the last of them closes. Returns the inode.
     pub fn unlink(&self, parent: u64, name: &str, keep_object: Option<String>) -> Option<u64> {
-        let mut t = self.table();
-        let ino = t.child(parent, name)?;
+        let ino = self.table().child(parent, name)?;
         if let Some(key) = keep_object {
-            lock(&self.hidden).insert(key.clone());
-            if let Some(node) = t.get_mut(ino) {
-                node.orphan_key = Some(key);
-            }
+            self.orphan(ino, key);
         }
-        t.unlink(parent, name)
+        self.table().unlink(parent, name)
+    }
+
+    /// `ino` lost its name but its object stays at `key` for the handles open on it: hidden
+    /// from the mount, deleted when the last of them closes (unless a newer file has
+    /// written that key by then).
+    pub fn orphan(&self, ino: u64, key: String) {
+        lock(&self.hidden).insert(key.clone());
+        if let Some(node) = self.table().get_mut(ino) {
+            node.orphan_key = Some(key);
+        }
     }
 
     /// Moves `name` in `parent` to `new_name` in `new_parent` in the table (the objects have
     /// moved already). Returns the inode that had the new name, which loses it.
     pub fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> Option<u64> {
-        let mut t = self.table();
-        let replaced = t.rename(parent, name, new_parent, new_name);
-        if let Some(moved) = t.child(new_parent, new_name)
-            && let Some(path) = t.path(moved)
-        {
-            lock(&self.hidden).remove(&self.key_for(&path));
-        }
-        replaced
+        self.table().rename(parent, name, new_parent, new_name)
+    }
+
+    /// An object was just written at `key`: whatever hid it (a file unlinked while open
+    /// that had the name) no longer does.
+    pub fn unhide(&self, key: &str) {
+        lock(&self.hidden).remove(key);
+    }
+
+    /// Whether `key` holds the object of a file unlinked while open, kept for its handles.
+    pub fn is_hidden(&self, key: &str) -> bool {
+        lock(&self.hidden).contains(key)
     }
 
     /// Marks `ino` (a directory whose entries changed, or a file) as changed now: its mtime

@@ -298,7 +298,11 @@ impl<S: ObjectStore> Reads<S> {
         };
         let mut done = 0usize;
         let result: Result<(), FsError> = async {
-            let key = self.ns.key_of(source.ino)?;
+            // A version whose file lost its name and its object is gone for good.
+            let key = self.ns.key_of(source.ino).map_err(|e| match e {
+                FsError::NotFound => FsError::Stale(format!("inode {}: its object is gone", source.ino)),
+                other => other,
+            })?;
             let etag = source.version.etag();
             let mut body = self.store.get_range(&key, start..end, Some(&etag)).await?;
             // The bytes of the group that starts with block i.
@@ -413,6 +417,10 @@ impl<S: ObjectStore> Reads<S> {
                 Err(e @ (FsError::Io(_) | FsError::NotFound)) if !retried => {
                     tracing::debug!("block {index} of inode {} failed ({e}); trying once more", source.ino);
                     retried = true
+                }
+                // The version this handle reads is gone from S3: its handle is stale.
+                Err(FsError::NotFound) => {
+                    return Err(FsError::Stale(format!("inode {}: its object is gone", source.ino)));
                 }
                 other => return other,
             }

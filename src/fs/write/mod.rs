@@ -6,9 +6,11 @@
 //! attributes) are asked of the namespace when the upload runs, so a rename of the file or of
 //! a directory above it while it is open moves what is written with it.
 
+mod retry;
 mod stream;
 mod upload;
 
+pub use retry::PendingStatus;
 pub use stream::streamed_part_size;
 pub use upload::{MAX_PART, part_size_for, split_even};
 
@@ -25,6 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedMutexGuard, Semaphore};
+use upload::Target;
 
 /// How the write path behaves.
 #[derive(Clone, Debug)]
@@ -42,6 +45,12 @@ pub struct WriteConfig {
     /// How long a directory the role was seen to write to is trusted to take more writes
     /// without asking S3 again.
     pub probe_ttl: Duration,
+    /// How long a file whose last close could not upload it is retried in the background.
+    pub retry_time: Duration,
+    /// The first wait between retries; it doubles up to a minute.
+    pub retry_backoff: Duration,
+    /// Where the bytes of files that could not be uploaded are left.
+    pub recovery_dir: std::path::PathBuf,
 }
 
 /// A file being written: shared by its handles, owned by the write path.
@@ -152,6 +161,11 @@ pub struct Writes<S: ObjectStore> {
     part_memory: Arc<Semaphore>,
     /// Directory prefixes the role was seen to write to, and when.
     writable: Mutex<HashMap<String, Instant>>,
+    /// Files whose last close could not upload them, retried in the background.
+    pending: Mutex<HashMap<u64, Arc<retry::Pending>>>,
+    next_pending: AtomicU64,
+    /// Files written to the recovery directory.
+    recovered: AtomicU64,
 }
 
 impl<S: ObjectStore> Writes<S> {
@@ -167,6 +181,9 @@ impl<S: ObjectStore> Writes<S> {
             staged_bytes: AtomicU64::new(0),
             part_memory: Arc::new(Semaphore::new(permits)),
             writable: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_pending: AtomicU64::new(1),
+            recovered: AtomicU64::new(0),
             cfg,
         }
     }
@@ -184,7 +201,7 @@ impl<S: ObjectStore> Writes<S> {
 
     /// Files being written or waiting to be uploaded.
     pub fn pending_files(&self) -> usize {
-        lock(&self.files).len()
+        lock(&self.files).len() + lock(&self.pending).len()
     }
 
     /// Bytes held in staging files now.
@@ -323,7 +340,7 @@ impl<S: ObjectStore> Writes<S> {
 
     /// One writer of `ino` is done. The last one uploads what is left; the staging state is
     /// dropped once no writer has come back meanwhile.
-    pub async fn end(&self, ino: u64) {
+    pub async fn end(self: &Arc<Self>, ino: u64) {
         let Some(staged) = self.staged(ino) else { return };
         let last = {
             let _files = lock(&self.files);
@@ -333,14 +350,22 @@ impl<S: ObjectStore> Writes<S> {
             return;
         }
         let mut dirty = staged.state.clone().lock_owned().await;
-        if let Err(e) = self.upload(ino, &staged, &mut dirty).await {
-            tracing::error!(
-                ino,
-                "the last close could not upload the file; its changes are lost: {e}"
-            );
-            dirty.changed = false;
+        if let Err(e) = self.upload(Target::Inode(ino), &staged, &mut dirty).await
+            && self.detach_failed(ino, &staged, &e)
+        {
+            return;
         }
         self.drop_if_idle(ino, &staged, &mut dirty).await;
+    }
+
+    /// The last close of `ino` failed to upload it with `e`: hands it to the background
+    /// retries. Returns false if it stays (a writer came back, or it has no name left).
+    fn detach_failed(self: &Arc<Self>, ino: u64, staged: &Arc<Staged>, e: &FsError) -> bool {
+        let attr = self.ns.attr(ino).map(|a| Attr {
+            size: staged.size(),
+            ..a
+        });
+        attr.is_some_and(|attr| self.detach(ino, staged, attr, e))
     }
 
     /// Drops the staging state of `ino` if nobody writes it and it has nothing left to upload.
@@ -368,7 +393,7 @@ impl<S: ObjectStore> Writes<S> {
             return Ok(());
         };
         let mut dirty = staged.state.lock().await;
-        self.upload(ino, &staged, &mut dirty).await
+        self.upload(Target::Inode(ino), &staged, &mut dirty).await
     }
 
     /// `ino` was unlinked or replaced: what is staged is never uploaded.
@@ -533,20 +558,27 @@ impl<S: ObjectStore> Writes<S> {
     }
 
     /// Uploads every file that still has changes, as a last close would: used when the
-    /// daemon stops, so nothing written is lost.
-    pub async fn finish_all(&self) {
+    /// daemon stops, so nothing written is lost. Files that cannot be uploaded get retries
+    /// until `patience` is over, then go to the recovery directory.
+    pub async fn finish_all(self: &Arc<Self>, patience: Duration) {
+        let deadline = Instant::now() + patience;
         let all: Vec<(u64, Arc<Staged>)> = lock(&self.files).iter().map(|(i, s)| (*i, s.clone())).collect();
-        if !all.is_empty() {
-            tracing::info!("uploading {} files before exiting", all.len());
+        let waiting = all.len() + lock(&self.pending).len();
+        if waiting > 0 {
+            tracing::info!("uploading {waiting} files before exiting");
         }
         for (ino, staged) in all {
             let mut dirty = staged.state.clone().lock_owned().await;
-            if let Err(e) = self.upload(ino, &staged, &mut dirty).await {
-                tracing::error!(ino, "could not upload before exiting; the changes are lost: {e}");
+            staged.writers.store(0, Ordering::Release);
+            if let Err(e) = self.upload(Target::Inode(ino), &staged, &mut dirty).await
+                && self.detach_failed(ino, &staged, &e)
+            {
+                continue;
             }
             self.unreserve(&mut dirty);
             lock(&self.files).remove(&ino);
         }
+        self.drain_pending(deadline).await;
     }
 }
 

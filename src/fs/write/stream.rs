@@ -5,7 +5,7 @@
 //! started it at; if a rename moved the file since, it is abandoned and the file is uploaded
 //! at its new name.
 
-use super::upload::MAX_PART;
+use super::upload::{MAX_PART, Target};
 use super::{Dirty, Staged, Writes, part_error, read_range};
 use crate::fs::attr::{self, Attr};
 use crate::fs::error::FsError;
@@ -204,7 +204,7 @@ impl<S: ObjectStore> Writes<S> {
             };
             (etag, stored)
         };
-        self.committed(ino, dirty, &stream.key, &stored, &etag);
+        self.committed(Target::Inode(ino), dirty, &stream.key, &stored, &etag);
         Ok(true)
     }
 }

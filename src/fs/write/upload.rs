@@ -6,11 +6,39 @@
 //! at the old name. On any failure the multipart upload is aborted and the previous object
 //! stays as it was.
 
+use super::retry::Pending;
 use super::{Dirty, Staged, Writes};
 use crate::fs::attr::Attr;
 use crate::fs::error::FsError;
 use crate::store::{NewObject, ObjectStore, Part};
 use std::sync::Arc;
+use tokio::sync::{RwLockReadGuard, RwLockWriteGuard};
+
+/// Where an upload goes, and who says where.
+#[derive(Clone, Copy)]
+pub(super) enum Target<'a> {
+    /// A file in the namespace: its key and attributes are asked of the namespace now.
+    Inode(u64),
+    /// A file whose last close could not upload it, retried in the background at the key
+    /// and with the attributes it had then.
+    Detached(&'a Pending),
+}
+
+impl Target<'_> {
+    fn ino(&self) -> u64 {
+        match self {
+            Target::Inode(ino) => *ino,
+            Target::Detached(p) => p.ino,
+        }
+    }
+}
+
+/// Held while an object is committed: shared for a file in the namespace; exclusive for a
+/// retried upload, which must also find that nothing newer was written at its key.
+pub(super) enum CommitGuard<'a> {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
+    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'a, ()>),
+}
 
 /// Smallest part S3 accepts (except the last).
 pub const MIN_PART: u64 = 5 << 20;
@@ -40,8 +68,31 @@ pub fn split_even(len: u64, max: u64) -> Vec<std::ops::Range<u64>> {
 }
 
 impl<S: ObjectStore> Writes<S> {
-    /// Uploads `ino` if it changed, so S3 holds exactly what the mount shows.
-    pub(super) async fn upload(&self, ino: u64, staged: &Staged, dirty: &mut Dirty) -> Result<(), FsError> {
+    /// The key an upload for `target` writes now.
+    fn target_key(&self, target: Target<'_>) -> Result<String, FsError> {
+        match target {
+            Target::Inode(ino) => self.ns.key_of(ino),
+            Target::Detached(p) => Ok(p.key.clone()),
+        }
+    }
+
+    /// Takes the guard under which `target` may be committed. A retried upload finds out
+    /// there whether something newer was written at its key since (then it is superseded).
+    async fn commit_guard(&self, target: Target<'_>) -> Result<CommitGuard<'_>, FsError> {
+        match target {
+            Target::Inode(_) => Ok(CommitGuard::Shared(self.ns.commit_guard().await)),
+            Target::Detached(p) => {
+                let guard = self.ns.move_guard().await;
+                if p.is_superseded() {
+                    return Err(FsError::Stale(format!("{}: a newer version was written since", p.key)));
+                }
+                Ok(CommitGuard::Exclusive(guard))
+            }
+        }
+    }
+
+    /// Uploads `target` if it changed, so S3 holds exactly what the mount shows.
+    pub(super) async fn upload(&self, target: Target<'_>, staged: &Staged, dirty: &mut Dirty) -> Result<(), FsError> {
         if dirty.discarded {
             self.abandon_stream(dirty);
             return Ok(());
@@ -49,10 +100,14 @@ impl<S: ObjectStore> Writes<S> {
         if !dirty.changed {
             return Ok(());
         }
+        let ino = target.ino();
         let size = staged.size();
-        let attr = Attr {
-            size,
-            ..self.ns.attr(ino).ok_or(FsError::BadHandle)?
+        let attr = match target {
+            Target::Inode(ino) => Attr {
+                size,
+                ..self.ns.attr(ino).ok_or(FsError::BadHandle)?
+            },
+            Target::Detached(p) => p.attr.clone(),
         };
         if dirty.stream.is_some() {
             if dirty.sequential && dirty.kept == 0 && self.finish_stream(ino, size, dirty, &attr).await? {
@@ -74,21 +129,22 @@ impl<S: ObjectStore> Writes<S> {
             if only_attrs {
                 // Only attributes changed: a copy onto itself, on the server.
                 let base_etag = dirty.base.as_ref().map(|b| b.etag()).ok_or(FsError::Invalid)?;
-                let _commit = self.ns.commit_guard().await;
-                let key = self.ns.key_of(ino)?;
-                let etag = self.store.copy(&key, &key, Some(&new), Some(&base_etag)).await?;
-                self.committed(ino, dirty, &key, &attr, &etag);
+                let _commit = self.commit_guard(target).await?;
+                let key = self.target_key(target)?;
+                let source = self.ns.key_of(ino)?;
+                let etag = self.store.copy(&source, &key, Some(&new), Some(&base_etag)).await?;
+                self.committed(target, dirty, &key, &attr, &etag);
                 return Ok(());
             }
             if dirty.kept == 0 && size <= part_size {
                 let body = self.read_staged(dirty, 0..size).await?;
-                let _commit = self.ns.commit_guard().await;
-                let key = self.ns.key_of(ino)?;
+                let _commit = self.commit_guard(target).await?;
+                let key = self.target_key(target)?;
                 let etag = self.store.put(&key, body, &new).await?;
-                self.committed(ino, dirty, &key, &attr, &etag);
+                self.committed(target, dirty, &key, &attr, &etag);
                 return Ok(());
             }
-            if self.multipart(ino, dirty, &new, &attr, size, part_size).await? {
+            if self.multipart(target, dirty, &new, &attr, size, part_size).await? {
                 return Ok(());
             }
             tracing::debug!(ino, "the file moved during its upload; uploading again at its new name");
@@ -98,13 +154,23 @@ impl<S: ObjectStore> Writes<S> {
         )))
     }
 
-    /// Records a finished upload: the namespace gets the new version and attributes, and
-    /// the staging state is even with S3.
-    pub(super) fn committed(&self, ino: u64, dirty: &mut Dirty, key: &str, attr: &Attr, etag: &str) {
+    /// Records a finished upload: the namespace gets the new version and attributes (or,
+    /// for a retried upload, learns that the key changed), older retried uploads of the same
+    /// key are superseded, and the staging state is even with S3.
+    pub(super) fn committed(&self, target: Target<'_>, dirty: &mut Dirty, key: &str, attr: &Attr, etag: &str) {
         tracing::debug!(%key, size = attr.size, "uploaded");
-        let version = self.ns.committed(ino, key, attr, etag, attr.size);
+        let version = match target {
+            Target::Inode(ino) => Some(self.ns.committed(ino, key, attr, etag, attr.size)),
+            Target::Detached(_) => {
+                self.ns.written_elsewhere(key, attr, etag);
+                None
+            }
+        };
+        self.supersede_older(key, target);
         // The new object now holds everything below `kept` as well.
-        if dirty.kept > 0 {
+        if dirty.kept > 0
+            && let Some(version) = version
+        {
             dirty.base = Some(version);
         }
         dirty.changed = false;
@@ -116,16 +182,19 @@ impl<S: ObjectStore> Writes<S> {
     /// changed in S3, if the file was renamed before it could be completed.
     async fn multipart(
         &self,
-        ino: u64,
+        target: Target<'_>,
         dirty: &mut Dirty,
         new: &NewObject,
         attr: &Attr,
         size: u64,
         part_size: u64,
     ) -> Result<bool, FsError> {
-        let key = self.ns.key_of(ino)?;
+        let key = self.target_key(target)?;
         let upload_id = self.store.create_multipart(&key, new).await?;
-        let parts = match self.upload_parts(ino, &key, &upload_id, dirty, size, part_size).await {
+        let parts = match self
+            .upload_parts(target.ino(), &key, &upload_id, dirty, size, part_size)
+            .await
+        {
             Ok(parts) => parts,
             Err(e) => {
                 self.abort(&key, &upload_id).await;
@@ -133,14 +202,21 @@ impl<S: ObjectStore> Writes<S> {
                 return Err(e);
             }
         };
-        let _commit = self.ns.commit_guard().await;
-        if self.ns.key_of(ino)? != key {
+        let commit = match self.commit_guard(target).await {
+            Ok(guard) => guard,
+            Err(e) => {
+                self.abort(&key, &upload_id).await;
+                return Err(e);
+            }
+        };
+        if self.target_key(target)? != key {
+            drop(commit);
             self.abort(&key, &upload_id).await;
             return Ok(false);
         }
         match self.store.complete_multipart(&key, &upload_id, parts).await {
             Ok(etag) => {
-                self.committed(ino, dirty, &key, attr, &etag);
+                self.committed(target, dirty, &key, attr, &etag);
                 Ok(true)
             }
             Err(e) => {
