@@ -308,6 +308,7 @@ fn status_source(
             ("oldest_upload_failure".into(), time(pending.oldest_failure)),
             ("recovered_files".into(), pending.recovered.to_string()),
             ("staged_bytes".into(), fs.staged_bytes().to_string()),
+            ("upload_buffer_bytes".into(), fs.upload_memory().0.to_string()),
             ("inodes".into(), fs.inode_count().to_string()),
             ("cached_attributes".into(), attributes.to_string()),
             ("cached_listings".into(), listings.to_string()),

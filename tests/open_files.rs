@@ -154,3 +154,30 @@ fn a_shell_redirect_on_a_read_only_role_fails_where_the_shell_sees_it() {
     m.unmount();
     assert_eq!(keys_under(s, "ro/"), vec!["ro/existing.txt".to_string()]);
 }
+
+#[test]
+fn a_full_staging_disk_gives_enospc() {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs for the staging directory needs root");
+        return;
+    }
+    let s = server();
+    let staging = tempfile::tempdir().expect("tempdir");
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(staging.path())
+        .status()
+        .expect("mount")
+        .success();
+    assert!(ok, "mount a 1 MiB tmpfs");
+    let mut args = s.writer_args();
+    args.extend(["--staging-dir".into(), staging.path().display().to_string()]);
+    let m = Mount::start(s, "alice", "data:/enospc", &args).expect("mount");
+    let err = std::fs::write(m.join("big"), pattern(4 << 20, 9)).expect_err("the staging disk is full");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    std::fs::write(m.join("small"), b"fits").expect("a small file still fits");
+    m.unmount();
+    let _ = Command::new("umount").arg(staging.path()).status();
+    assert_eq!(object(s, "enospc/small").expect("small").0, b"fits");
+}

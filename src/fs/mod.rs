@@ -474,6 +474,12 @@ impl<S: ObjectStore> Fs<S> {
             .await;
     }
 
+    /// Bytes of upload parts held in memory now, and the most held at once since the mount
+    /// started (bounded by `upload_memory` over all files).
+    pub fn upload_memory(&self) -> (u64, u64) {
+        self.writes.upload_memory()
+    }
+
     /// Files whose last close could not upload them, retried in the background.
     pub fn pending_status(&self) -> PendingStatus {
         self.writes.pending_status()
@@ -520,6 +526,9 @@ mod open_tests;
 
 #[cfg(test)]
 mod model_tests;
+
+#[cfg(test)]
+mod resource_tests;
 
 #[cfg(test)]
 mod test_support;

@@ -300,9 +300,12 @@ impl InodeTable {
         orphan
     }
 
-    /// Drops inodes that listings showed and nobody used within `ttl`, oldest first.
-    pub fn expire_listed(&mut self, now: Instant, ttl: std::time::Duration) {
+    /// Drops inodes that listings showed and nobody used within `ttl`, oldest first. Looks
+    /// only at those that are due (and one more): returns how many it looked at.
+    pub fn expire_listed(&mut self, now: Instant, ttl: std::time::Duration) -> usize {
+        let mut looked = 0;
         while let Some(&(at, ino)) = self.listed.front() {
+            looked += 1;
             if now.duration_since(at) < ttl {
                 break;
             }
@@ -314,6 +317,7 @@ impl InodeTable {
                 None => {}
             }
         }
+        looked
     }
 
     /// Removes `ino` if nothing holds it, with whatever is under it that nothing holds
@@ -422,7 +426,8 @@ mod tests {
             .collect();
         t.add_lookup(listed[3]);
         t.hold(listed[4]);
-        t.expire_listed(start + Duration::from_secs(5), Duration::from_secs(10));
+        let looked = t.expire_listed(start + Duration::from_secs(5), Duration::from_secs(10));
+        assert_eq!(looked, 1, "nothing is due: one look, not a scan of the table");
         assert_eq!(t.count(), 1002);
         t.expire_listed(start + Duration::from_secs(11), Duration::from_secs(10));
         assert_eq!(t.count(), 4, "root, d, the looked-up and the open one");

@@ -464,7 +464,7 @@ impl<S: ObjectStore> Namespace<S> {
         let hidden = lock(&self.hidden).clone();
         let now = Instant::now();
         let mut t = self.table();
-        t.expire_listed(now, self.cfg.metadata_ttl);
+        let _ = t.expire_listed(now, self.cfg.metadata_ttl);
         let local_children: Vec<(u64, Arc<str>, Kind)> = t
             .children_of(ino)
             .into_iter()

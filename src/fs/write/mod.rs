@@ -159,6 +159,8 @@ pub struct Writes<S: ObjectStore> {
     staged_bytes: AtomicU64,
     /// Bytes of parts in memory for uploads, in KiB permits.
     part_memory: Arc<Semaphore>,
+    /// The most bytes of parts held at once.
+    part_memory_peak: AtomicU64,
     /// Directory prefixes the role was seen to write to, and when.
     writable: Mutex<HashMap<String, Instant>>,
     /// Files whose last close could not upload them, retried in the background.
@@ -180,6 +182,7 @@ impl<S: ObjectStore> Writes<S> {
             files: Mutex::new(HashMap::new()),
             staged_bytes: AtomicU64::new(0),
             part_memory: Arc::new(Semaphore::new(permits)),
+            part_memory_peak: AtomicU64::new(0),
             writable: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_pending: AtomicU64::new(1),

@@ -137,6 +137,7 @@ impl<S: ObjectStore> Writes<S> {
                 return Ok(());
             }
             if dirty.kept == 0 && size <= part_size {
+                let _memory = self.part_memory(size).await?;
                 let body = self.read_staged(dirty, 0..size).await?;
                 let _commit = self.commit_guard(target).await?;
                 let key = self.target_key(target)?;
@@ -314,11 +315,26 @@ impl<S: ObjectStore> Writes<S> {
     pub(super) async fn part_memory(&self, len: u64) -> Result<tokio::sync::OwnedSemaphorePermit, FsError> {
         let total = (self.cfg.upload_memory >> 10).clamp(1, u64::from(u32::MAX));
         let kib = len.div_ceil(1024).clamp(1, total) as u32;
-        self.part_memory
+        let permit = self
+            .part_memory
             .clone()
             .acquire_many_owned(kib)
             .await
-            .map_err(|e| FsError::Io(e.to_string()))
+            .map_err(|e| FsError::Io(e.to_string()))?;
+        let in_use = total - self.part_memory.available_permits() as u64;
+        self.part_memory_peak
+            .fetch_max(in_use << 10, std::sync::atomic::Ordering::Relaxed);
+        Ok(permit)
+    }
+
+    /// Bytes of upload parts held in memory now, and the most held at once so far.
+    pub fn upload_memory(&self) -> (u64, u64) {
+        let total = (self.cfg.upload_memory >> 10).clamp(1, u64::from(u32::MAX));
+        let in_use = total - self.part_memory.available_permits() as u64;
+        (
+            in_use << 10,
+            self.part_memory_peak.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }
 
