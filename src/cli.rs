@@ -291,9 +291,14 @@ pub struct FileArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 900)]
     pub upload_retry_time: u64,
     /// Where the bytes of files that could not be uploaded are left, one file each, mode
-    /// 0600 [default: /var/lib/s3role/recovery for root, else $XDG_STATE_HOME/s3role/recovery].
+    /// 0600 [default: STATE_DIR/recovery].
     #[arg(long, value_name = "DIR")]
     pub recovery_dir: Option<PathBuf>,
+    /// Where the mount keeps what must outlive it: the recovery directory, and a journal of
+    /// its multipart uploads, so the next mount aborts those a killed daemon left open
+    /// [default: /var/lib/s3role for root, else $XDG_STATE_HOME/s3role].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Parses an octal permission like `0644` or `755`.

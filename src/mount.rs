@@ -6,6 +6,7 @@ use crate::creds::{Chain, Renewer, SlotProvider};
 use crate::daemon::{self, Readiness};
 use crate::fs::{Defaults, Fs, FsConfig};
 use crate::fuse::{FuseAdapter, StatusReaders};
+use crate::store::journal::{Journaled, journal_name};
 use crate::store::s3::{CredentialsProblem, S3Location, S3Store};
 use crate::store::{ObjectStore, StoreError};
 use aws_credential_types::provider::SharedCredentialsProvider;
@@ -18,11 +19,88 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Everything `connect` produces: a ready filesystem and the task renewing its session.
 struct Connected {
-    fs: Arc<Fs<S3Store>>,
+    fs: Arc<Fs<Journaled<S3Store>>>,
     slot: Arc<crate::creds::CredentialSlot>,
 }
 
+/// Unescapes a path as /proc/self/mountinfo writes it (`\040` for a space, and so on).
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if bytes[i] == b'\\'
+            && let Some(digits) = octal
+        {
+            out.push(digits.iter().fold(0u8, |n, d| n.wrapping_mul(8).wrapping_add(d - b'0')));
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the mount at `path` (absolute) is an s3role mount, from the mount table.
+fn is_s3role_mount(path: &std::path::Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    table.lines().any(|line| {
+        let mut halves = line.splitn(2, " - ");
+        let (Some(head), Some(tail)) = (halves.next(), halves.next()) else {
+            return false;
+        };
+        let at = head.split(' ').nth(4).map(unescape_mountinfo);
+        at.as_deref() == Some(&*path.to_string_lossy()) && tail.starts_with("fuse.s3role ")
+    })
+}
+
+/// A mount point whose s3role daemon died (killed, crashed) answers ENOTCONN to everyone.
+/// Such a dead s3role mount is detached, so the new mount takes its place (as a restarted
+/// systemd unit expects); a dead mount of another filesystem is left alone.
+fn detach_dead_mount(path: &PathBuf) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
+        _ => return Ok(()),
+    }
+    let absolute = std::path::absolute(path).map_err(|e| format!("mount point {}: {e}", path.display()))?;
+    if !is_s3role_mount(&absolute) {
+        return Err(format!(
+            "mount point {}: a dead mount of another filesystem is there (Transport endpoint is not connected); unmount it first",
+            path.display()
+        ));
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(absolute.as_os_str().as_bytes())
+        .map_err(|_| format!("mount point {}: a NUL in the path", path.display()))?;
+    // SAFETY: c_path is a valid C string.
+    let detached = unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } == 0
+        || std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&absolute)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !detached {
+        return Err(format!(
+            "mount point {}: the s3role mount there has died, and it cannot be detached (fusermount3 -u -z failed)",
+            path.display()
+        ));
+    }
+    eprintln!(
+        "s3role: the s3role mount on {} had died (its daemon was killed or crashed); detached it",
+        path.display()
+    );
+    Ok(())
+}
+
 fn check_mountpoint(path: &PathBuf) -> Result<PathBuf, String> {
+    detach_dead_mount(path)?;
     let meta = std::fs::metadata(path).map_err(|e| format!("mount point {}: {e}", path.display()))?;
     if !meta.is_dir() {
         return Err(format!("mount point {}: not a directory", path.display()));
@@ -61,7 +139,7 @@ pub fn explain_list_error(e: &StoreError, source: &Source, location: &S3Location
     }
 }
 
-async fn connect(args: &MountArgs, source: &Source) -> Result<Connected, String> {
+async fn connect(args: &MountArgs, source: &Source, mountpoint: &std::path::Path) -> Result<Connected, String> {
     let region = args.access.resolve_region().await;
     let cfg = args.access.creds_config(region.clone()).map_err(|e| e.to_string())?;
     let who = cfg
@@ -101,6 +179,35 @@ async fn connect(args: &MountArgs, source: &Source) -> Result<Connected, String>
     defaults.file_mode = args.files.file_mode;
     defaults.dir_mode = args.files.dir_mode;
     let staging_dir = args.files.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let state_dir = args
+        .files
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::fs::default_state_dir);
+    // The journal of this source on this mount point: uploads a killed daemon left open
+    // there are aborted now, in the background.
+    let identity = format!(
+        "{}|{}|{}|{}",
+        args.access.endpoint_url.as_deref().unwrap_or("aws"),
+        source.bucket,
+        source.prefix,
+        mountpoint.display()
+    );
+    let journal_path = state_dir.join("uploads").join(journal_name(&source.bucket, &identity));
+    let (store, leftovers) = Journaled::open(Arc::new(store), &journal_path);
+    let store = Arc::new(store);
+    match leftovers {
+        Ok(leftovers) if !leftovers.is_empty() => {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store.abort_leftovers(leftovers).await;
+            });
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            "no journal of multipart uploads for this mount ({e}); uploads a killed daemon leaves open are not cleaned up"
+        ),
+    }
     let fs_cfg = FsConfig {
         prefix: source.prefix.clone(),
         defaults,
@@ -114,11 +221,11 @@ async fn connect(args: &MountArgs, source: &Source) -> Result<Connected, String>
             .files
             .recovery_dir
             .clone()
-            .unwrap_or_else(crate::fs::default_recovery_dir),
+            .unwrap_or_else(|| state_dir.join("recovery")),
         ..FsConfig::default()
     };
     Ok(Connected {
-        fs: Fs::new(Arc::new(store), fs_cfg),
+        fs: Fs::new(store, fs_cfg),
         slot: status_slot,
     })
 }
@@ -277,7 +384,7 @@ fn status_source(
     args: &MountArgs,
     source: &Source,
     slot: Arc<crate::creds::CredentialSlot>,
-    fs: Arc<Fs<S3Store>>,
+    fs: Arc<Fs<Journaled<S3Store>>>,
 ) -> crate::fuse::StatusSource {
     let what = format!("s3://{}/{}", source.bucket, source.prefix);
     let endpoint = args.access.endpoint_url.clone().unwrap_or_else(|| "AWS".into());
@@ -423,7 +530,7 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let connected = match rt.block_on(connect(&args, &source)) {
+    let connected = match rt.block_on(connect(&args, &source, &mountpoint)) {
         Ok(c) => c,
         Err(e) => {
             readiness.fail(&format!("s3role: {e}"));
@@ -484,5 +591,18 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
             tracing::error!("the FUSE session ended with an error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_table_paths_are_unescaped() {
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo("/x\\134y\\011"), "/x\\y\t");
+        assert_eq!(unescape_mountinfo("/t\\09"), "/t\\09", "not three octal digits");
+        assert_eq!(unescape_mountinfo("/é\\"), "/é\\");
     }
 }

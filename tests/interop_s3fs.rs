@@ -63,8 +63,7 @@ impl S3fs {
 
 impl Drop for S3fs {
     fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg(&self.path).status();
-        let _ = Command::new("fusermount").arg("-u").arg(&self.path).status();
+        common::unmount_dir(&self.path);
     }
 }
 

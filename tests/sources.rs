@@ -72,9 +72,8 @@ fn mount_with_env(
     Ok((dir, child, mnt))
 }
 
-fn unmount(mut child: std::process::Child, mnt: &std::path::Path) {
-    let _ = std::process::Command::new("fusermount3").arg("-u").arg(mnt).status();
-    let _ = child.wait();
+fn unmount(child: std::process::Child, mnt: &std::path::Path) {
+    common::unmount_and_wait(child, mnt);
 }
 
 #[test]

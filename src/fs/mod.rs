@@ -73,20 +73,21 @@ pub struct FsConfig {
     pub recovery_dir: std::path::PathBuf,
 }
 
-/// Where the bytes of files that could not be uploaded go unless told otherwise: a state
-/// directory of the mounting user (root: `/var/lib/s3role/recovery`).
-pub fn default_recovery_dir() -> std::path::PathBuf {
+/// Where a mount keeps what must outlive it (the bytes of files that could not be
+/// uploaded, the journal of its multipart uploads) unless told otherwise: root's in
+/// `/var/lib/s3role`, another user's in `$XDG_STATE_HOME/s3role`.
+pub fn default_state_dir() -> std::path::PathBuf {
     // SAFETY: geteuid cannot fail and touches no memory.
     if unsafe { libc::geteuid() } == 0 {
-        return "/var/lib/s3role/recovery".into();
+        return "/var/lib/s3role".into();
     }
     let state = std::env::var_os("XDG_STATE_HOME")
         .filter(|d| !d.is_empty())
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")));
     match state {
-        Some(dir) => dir.join("s3role/recovery"),
-        None => std::env::temp_dir().join("s3role-recovery"),
+        Some(dir) => dir.join("s3role"),
+        None => std::env::temp_dir().join("s3role-state"),
     }
 }
 
@@ -109,7 +110,7 @@ impl Default for FsConfig {
             upload_memory: 256 << 20,
             retry_time: Duration::from_secs(900),
             retry_backoff: Duration::from_secs(1),
-            recovery_dir: default_recovery_dir(),
+            recovery_dir: default_state_dir().join("recovery"),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! in-memory one. The core never sees an SDK type, so it can be tested without a network.
 
 mod error;
+pub mod journal;
 pub mod mem;
 pub mod s3;
 

@@ -320,6 +320,24 @@ impl Mount {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).expect("mount dir");
+        Mount::start_in(server, user, source, args, path, dir)
+    }
+
+    /// Mounts `source` on `path`, a directory the caller owns (for a mount point used again
+    /// after a daemon died there), and waits until the mount answers.
+    pub fn start_at(server: &Server, user: &str, source: &str, args: &[String], path: &Path) -> Result<Mount, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Mount::start_in(server, user, source, args, path.to_owned(), dir)
+    }
+
+    fn start_in(
+        server: &Server,
+        user: &str,
+        source: &str,
+        args: &[String],
+        path: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Result<Mount, String> {
         let log = dir.path().join("s3role.log");
         let child = s3role()
             .arg("mount")
@@ -346,7 +364,7 @@ impl Mount {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if is_mounted(&m.path) {
+            if is_mounted(&m.path) && std::fs::metadata(&m.path).is_ok() {
                 return Ok(m);
             }
             if let Some(c) = m.child.as_mut()
@@ -399,29 +417,47 @@ impl Mount {
     }
 
     fn stop(&mut self) {
-        if is_mounted(&self.path) {
-            let ok = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.path)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if !ok {
-                let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-            }
-        }
-        if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            unmount_and_wait(c, &self.path);
+        } else {
+            unmount_dir(&self.path);
         }
     }
+}
+
+/// Unmounts `path` as a user would. Right after a close the kernel may still hold the
+/// file for a moment (EBUSY): try again, then detach it lazily.
+pub fn unmount_dir(path: &Path) {
+    for _ in 0..20 {
+        if !is_mounted(path) {
+            return;
+        }
+        let ok = Command::new("fusermount3")
+            .arg("-u")
+            .arg(path)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("umount").arg("-l").arg(path).status();
+}
+
+/// Unmounts `path` and waits (bounded) for the daemon `child` serving it to exit.
+pub fn unmount_and_wait(mut child: Child, path: &Path) {
+    unmount_dir(path);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Drop for Mount {
@@ -674,5 +710,41 @@ impl Drop for DaemonMount {
         while !self.daemon_pids().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Mount {
+    /// Kills the daemon with SIGKILL, as a crash or the OOM killer would: the mount stays in
+    /// the table, dead (ENOTCONN), and nothing is cleaned up.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Server {
+    /// Multipart uploads open in `bucket` under `prefix`, as (key, upload id).
+    pub fn open_uploads(&self, bucket: &str, prefix: &str) -> Vec<(String, String)> {
+        self.block_on(async {
+            let out = self
+                .admin
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .expect("ListMultipartUploads");
+            out.uploads()
+                .iter()
+                .map(|u| {
+                    (
+                        u.key().unwrap_or_default().to_owned(),
+                        u.upload_id().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
     }
 }
