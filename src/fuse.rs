@@ -133,7 +133,11 @@ fn name_of(name: &OsStr) -> Option<String> {
 
 impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> std::io::Result<()> {
-        let want = InitFlags::FUSE_ASYNC_READ | InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
+        // O_TRUNC comes with the open, so a rewrite is staged, not an empty upload first.
+        let want = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
         let _ = cfg.add_capabilities(want & cfg.capabilities());
         let _ = cfg.set_max_background(128);
         let _ = cfg.set_congestion_threshold(96);
@@ -345,14 +349,16 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         let fs = self.fs.clone();
         self.rt.spawn(async move {
             match fs.open(ino.0, write || truncate, truncate).await {
-                Ok((fh, keep)) => reply.opened(
-                    FileHandle(fh),
-                    if keep {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    },
-                ),
+                Ok((fh, caching)) => {
+                    let mut flags = FopenFlags::empty();
+                    if caching.keep {
+                        flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                    }
+                    if caching.direct {
+                        flags |= FopenFlags::FOPEN_DIRECT_IO;
+                    }
+                    reply.opened(FileHandle(fh), flags)
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });

@@ -181,3 +181,41 @@ fn a_full_staging_disk_gives_enospc() {
     let _ = Command::new("umount").arg(staging.path()).status();
     assert_eq!(object(s, "enospc/small").expect("small").0, b"fits");
 }
+
+#[test]
+fn a_reader_opened_before_a_rewrite_never_reads_a_mix_of_old_and_new() {
+    use std::io::Read;
+    let s = server();
+    let (v1, v2) = (pattern(4 << 20, 11), pattern(4 << 20, 12));
+    s.put("data", "mix/f", v1.clone(), &[]);
+    let m = Mount::start(s, "alice", "data:/mix", &s.writer_args()).expect("mount");
+    let mut reader = std::fs::File::open(m.join("f")).expect("open for reading");
+    let mut head = vec![0u8; 65536];
+    reader.read_exact(&mut head).expect("read the start");
+    assert!(head[..] == v1[..65536]);
+    std::fs::write(m.join("f"), &v2).expect("rewrite through another descriptor");
+    let mut offset = 65536;
+    let mut buf = vec![0u8; 131072];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                assert!(
+                    buf[..n] == v1[offset..offset + n],
+                    "old bytes at {offset}, never new ones"
+                );
+                offset += n;
+            }
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}");
+                break;
+            }
+        }
+    }
+    drop(reader);
+    assert!(
+        std::fs::read(m.join("f")).expect("read again") == v2,
+        "a new reader reads the new bytes"
+    );
+    m.unmount();
+}

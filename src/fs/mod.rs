@@ -132,6 +132,16 @@ pub struct StatFs {
     pub name_max: u32,
 }
 
+/// How the kernel may cache the pages of an open file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caching {
+    /// Keep the pages it has: the object has not changed since the last open.
+    pub keep: bool,
+    /// Bypass the page cache for this handle: a writer while readers of the old version
+    /// are open.
+    pub direct: bool,
+}
+
 /// What an open file handle reads.
 #[derive(Debug)]
 enum View {
@@ -288,10 +298,10 @@ impl<S: ObjectStore> Fs<S> {
 
     // ---- files -----------------------------------------------------------------------------
 
-    /// Opens file `ino`. Returns the handle and whether the kernel may keep its page cache
-    /// (the object has not changed since the last open). Opening for writing checks that
-    /// the role may write the file, so a refusal comes now, not at close.
-    pub async fn open(self: &Arc<Self>, ino: u64, write: bool, truncate: bool) -> Result<(u64, bool), FsError> {
+    /// Opens file `ino`. Returns the handle and how the kernel may cache its pages. Opening
+    /// for writing checks that the role may write the file, so a refusal comes now, not at
+    /// close.
+    pub async fn open(self: &Arc<Self>, ino: u64, write: bool, truncate: bool) -> Result<(u64, Caching), FsError> {
         if write && self.cfg.read_only {
             return Err(FsError::ReadOnly);
         }
@@ -315,8 +325,13 @@ impl<S: ObjectStore> Fs<S> {
                 view,
                 stream: ReadStream::default(),
             });
-            return Ok((fh, keep));
+            return Ok((fh, Caching { keep, direct: false }));
         }
+        // The kernel's page cache is the file's, not a handle's: a writer's pages would show
+        // through to readers that opened the old version. Past them, it writes directly.
+        let readers = lock(&self.handles)
+            .values()
+            .any(|h| h.ino == ino && matches!(h.view, View::Pinned(_)));
         if self.writes.staged(ino).is_none() {
             self.writes.check_writable(&self.ns.key_of(ino)?).await?;
         }
@@ -331,7 +346,13 @@ impl<S: ObjectStore> Fs<S> {
             view: View::Staged,
             stream: ReadStream::default(),
         });
-        Ok((fh, false))
+        Ok((
+            fh,
+            Caching {
+                keep: false,
+                direct: readers,
+            },
+        ))
     }
 
     /// Creates file `name` in `parent` and opens it for writing. The role's permission to
