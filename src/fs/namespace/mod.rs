@@ -579,6 +579,18 @@ impl<S: ObjectStore> Namespace<S> {
         self.table().get(ino).and_then(|n| n.version.clone())
     }
 
+    /// The version of `ino` whose object S3 now says has `etag` and `size`: the one this
+    /// mount knew if it is that, else a new one, which becomes the inode's.
+    pub fn object_version(&self, ino: u64, etag: &str, size: u64) -> Arc<ObjectVersion> {
+        let mut t = self.table();
+        let current = t.get(ino).and_then(|n| n.version.clone());
+        let version = self.version_for(current.as_ref(), etag, size);
+        if let Some(node) = t.get_mut(ino) {
+            node.version = Some(version.clone());
+        }
+        version
+    }
+
     /// The version an open sees, and whether the kernel may keep its page cache (the same
     /// version as at the last open).
     pub fn open_version(&self, ino: u64) -> (Option<Arc<ObjectVersion>>, bool) {

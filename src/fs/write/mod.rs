@@ -295,8 +295,10 @@ impl<S: ObjectStore> Writes<S> {
             for k in ["mode", "uid", "gid", "mtime", "atime", "ctime", "rdev"] {
                 extra.remove(k);
             }
-            let version = self.ns.version(ino).filter(|v| *v.etag() == *info.etag);
-            (version, extra, info.content_type.clone())
+            // The object as S3 holds it now: if another client replaced it since this mount
+            // last looked, the new one is what the file starts from.
+            let version = self.ns.object_version(ino, &info.etag, info.size);
+            (Some(version), extra, info.content_type.clone())
         } else {
             (None, Metadata::new(), None)
         };
