@@ -1,15 +1,17 @@
-//! S3 misbehaves between s3role and the server (scripts/testserver/faultproxy.py):
+//! S3 and STS misbehave between s3role and the server (scripts/testserver/faultproxy.py):
 //! throttling and 5xx answers cost nothing, torn connections and short bodies never reach a
-//! program, and a silent S3 gives EIO within the request timeout and the mount works again
-//! after.
+//! program, a silent S3 gives EIO within the request timeout and the mount works again
+//! after, and a silent STS makes renewal time out and retry until it answers.
 
 mod common;
 
-use common::{FaultProxy, Mount, Server, close, pattern, touch_s3};
+use common::{
+    FaultProxy, Mount, Server, await_recovery, await_renewal, close, pattern, renewal_args, touch_s3, touch_until,
+};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// File work through a mount, checked against a model of what the mount (and S3) should
 /// hold. A failed operation is recorded and the work goes on, so one run counts them all.
@@ -298,4 +300,61 @@ fn a_silent_s3_gives_eio_in_bounded_time_and_the_mount_recovers() {
     assert!(t.elapsed() < Duration::from_secs(5), "recovery took {:?}", t.elapsed());
     touch_s3(&m, "file.txt").unwrap_or_else(|e| panic!("after the stall: {e}\n{}", m.log()));
     eprintln!("stat failed after {stat_took:?}, read after {read_took:?}; {stalls} requests stalled");
+}
+
+/// STS accepts connections and never answers, past the end of a 20-second session: reads
+/// go on with the current session until it expires, then are refused (EACCES, never a
+/// hang); renewal attempts time out, are logged, and are tried again; once STS answers,
+/// the session renews and reads work, without a remount.
+#[test]
+fn a_silent_sts_times_out_renewal_which_recovers_once_sts_answers() {
+    let mut s = Server::start(&["--force-session-seconds", "20"]);
+    let _proxy = FaultProxy::in_front_of(&mut s, &[]);
+    s.put("data", "f4/file.txt", b"still here".to_vec(), &[]);
+    let name = "sts-stall-test";
+    let m = Mount::start(&s, "alice", "data:/f4", &renewal_args(&s, name)).expect("mount");
+    touch_s3(&m, "file.txt").expect("first read");
+
+    // Stall STS right after a renewal, so a whole session is left to live on.
+    let expiry = await_renewal(&s, &m, name);
+    s.set_faults(json!({"sts": {"stall": 1}}));
+    let stalled = Instant::now();
+    touch_until(&m, "file.txt", expiry);
+    // Past expiry every request is refused at once, and renewal keeps trying: wait until an
+    // attempt has timed out (an STS call gives up after 30 s: 3 attempts of 10 s, each on a
+    // new connection the proxy stalls) and the next one has started.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let t = Instant::now();
+        match touch_s3(&m, "file.txt") {
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
+            Err(e) => panic!("expected EACCES after expiry, got {e}\n{}", m.log()),
+            Ok(()) if SystemTime::now() < expiry + Duration::from_secs(2) => {}
+            Ok(()) => panic!("a read worked with STS stalled and the session expired\n{}", m.log()),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "a refused read took {:?}",
+            t.elapsed()
+        );
+        if s.injected("sts", "stall") >= 4 && m.log().contains("timed out") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no renewal attempt timed out\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = m.log();
+    assert!(
+        log.contains("AssumeRole") && log.contains("no answer from STS") && log.contains("operation timeout"),
+        "the log says renewal timed out\n{log}"
+    );
+
+    let stall = stalled.elapsed();
+    s.set_faults(json!({"sts": {}}));
+    let recovered = await_recovery(&m, "file.txt");
+    assert_eq!(std::fs::read(m.join("file.txt")).expect("read"), b"still here");
+    let stalls = s.injected("sts", "stall");
+    let log = m.unmount();
+    assert!(log.contains("role session renewed"), "{log}");
+    eprintln!("STS stalled {stall:?} ({stalls} calls stalled); recovered {recovered:?} after it answered");
 }

@@ -877,3 +877,60 @@ impl Server {
         })
     }
 }
+
+/// Options to mount as `reader` with role session `name` and no metadata caching, so every
+/// file operation reaches S3 with the current session.
+pub fn renewal_args(s: &Server, name: &str) -> Vec<String> {
+    let mut args = s.reader_args();
+    args.extend(["--role-session-name", name, "--metadata-ttl", "0"].map(String::from));
+    args
+}
+
+/// Waits up to 30 s for a new session named `name` (a renewal) and returns when it
+/// expires: right after a renewal, a whole session is left to live on.
+pub fn await_renewal(s: &Server, m: &Mount, name: &str) -> std::time::SystemTime {
+    let have = s.sessions_named(name).len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(new) = s.sessions_named(name).get(have) {
+            return new.expiration;
+        }
+        assert!(Instant::now() < deadline, "no renewal within 30 s\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reaches S3 through `file` ([`touch_s3`]) every 100 ms until a second before `expiry`;
+/// every round must work.
+pub fn touch_until(m: &Mount, file: &str, expiry: std::time::SystemTime) {
+    while std::time::SystemTime::now() + Duration::from_secs(1) < expiry {
+        touch_s3(m, file).unwrap_or_else(|e| panic!("failed before expiry: {e}\n{}", m.log()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// After STS answers again: waits up to 20 s for [`touch_s3`] on `file` to work (EACCES
+/// meanwhile, as the session has expired, and never another error), checks that it goes on
+/// working for a few rounds, and returns how long recovery took.
+pub fn await_recovery(m: &Mount, file: &str) -> Duration {
+    let back = Instant::now();
+    loop {
+        match touch_s3(m, file) {
+            Ok(()) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
+            Err(e) => panic!("unexpected error while recovering: {e}\n{}", m.log()),
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "not recovered 20 s after STS answered again\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = back.elapsed();
+    for _ in 0..20 {
+        touch_s3(m, file).unwrap_or_else(|e| panic!("failed after recovery: {e}\n{}", m.log()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    took
+}
