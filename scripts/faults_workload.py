@@ -64,7 +64,7 @@ class Run:
         except OSError as e:
             self.failed += 1
             code = errno.errorcode.get(e.errno or 0, "")
-            self.note(what, f"{code} {e}")
+            self.note(f"{what} {on}", f"{code} {e}")
             self.trace(f"{what} {on}: {code} {e}")
             return None
         self.trace(f"{what} {on}: ok")
@@ -89,10 +89,10 @@ class Run:
                 self.order.append(rel)
             self.files[rel] = data
 
-    def check(self, what: str, got: bytes | None, want: bytes) -> None:
+    def check(self, what: str, got: bytes | None, want: bytes, on: str = "") -> None:
         if got is not None and got != want:
             self.wrong += 1
-            self.note(what, f"{len(got)} bytes read, {len(want)} expected"
+            self.note(f"{what} {on}", f"{len(got)} bytes read, {len(want)} expected"
                             f"{'' if len(got) != len(want) else ' (contents differ)'}")
 
     def read(self, rel: str) -> bytes:
@@ -128,7 +128,7 @@ class Run:
             return
         self.files[to] = self.files.pop(rel)
         self.order[self.order.index(rel)] = to
-        self.check("read renamed", self.op("read", lambda: self.read(to), to), self.files[to])
+        self.check("read renamed", self.op("read renamed", lambda: self.read(to), to), self.files[to], to)
 
     def rename_dir(self, d: str, to: str) -> None:
         if self.op("rename dir", lambda: os.rename(self.path(d), self.path(to)), f"{d} {to}") is None:
@@ -142,7 +142,7 @@ class Run:
             self.files[new] = self.files.pop(old)
             self.order[self.order.index(old)] = new
         for new in moved.values():
-            self.check("read moved", self.op("read", lambda: self.read(new), new), self.files[new])
+            self.check("read moved", self.op("read moved", lambda: self.read(new), new), self.files[new], new)
 
     def resync_dir(self, d: str) -> None:
         """resync() for a directory and everything the mount shows under it."""
@@ -163,7 +163,7 @@ class Run:
             self.resync(rel)
             return
         self.files[rel] += more
-        self.check("read appended", self.op("read", lambda: self.read(rel), rel), self.files[rel])
+        self.check("read appended", self.op("read appended", lambda: self.read(rel), rel), self.files[rel], rel)
 
     def unlink(self, rel: str) -> None:
         if self.op("unlink", lambda: os.unlink(self.path(rel)), rel) is None:
@@ -198,15 +198,15 @@ def main() -> int:
         size = SIZES[i % len(SIZES)]
         data = body(i, size)
         if r.write(rel, data):
-            r.check("read back", r.op("read", lambda: r.read(rel), rel), data)
+            r.check("read back", r.op("read back", lambda: r.read(rel), rel), data, rel)
             st = r.op("stat", lambda: os.stat(r.path(rel)), rel)
             if st is not None and st.st_size != size:
                 r.wrong += 1
-                r.note("stat", f"size {st.st_size}, {size} expected")
+                r.note(f"stat {rel}", f"size {st.st_size}, {size} expected")
             names = r.op("list", lambda: os.listdir(r.path(d)), d)
             if names is not None and os.path.basename(rel) not in names:
                 r.failed += 1
-                r.note("list", f"{rel} not listed")
+                r.note(f"list {d}", f"{rel} not listed")
             if i % 5 == 0:
                 to = f"d{(i + 1) % 6}/f{i}.renamed"
                 r.mkdir(to.split("/")[0])
@@ -224,7 +224,8 @@ def main() -> int:
             with open(big, "rb") as f:
                 f.seek(off)
                 return f.read(65536)
-        r.check("random read", r.op("random read", random_read), big_data[off:off + 65536])
+        r.check("random read", r.op("random read", random_read, f"big.bin@{off}"),
+                big_data[off:off + 65536], f"big.bin@{off}")
         while len(r.order) > LIVE_FILES:
             r.unlink(r.order[0])
         i += 1
@@ -233,7 +234,7 @@ def main() -> int:
                   file=sys.stderr, flush=True)
             next_report += 30
     for rel in list(r.files):
-        r.check("final read", r.op("read", lambda: r.read(rel), rel), r.files[rel])
+        r.check("final read", r.op("final read", lambda: r.read(rel), rel), r.files[rel], rel)
     print(json.dumps({
         "rounds": i, "ops": r.ops, "failed": r.failed, "wrong": r.wrong, "by_op": r.by_op,
         "first_errors": r.first_errors,
