@@ -264,7 +264,7 @@ fn resets_and_truncated_bodies_never_reach_a_reader() {
 
 /// S3 accepts connections and never answers: stat and read of a file the mount has not
 /// cached fail with EIO within the request timeout (2 s here, so within a few seconds),
-/// and both work again as soon as S3 answers.
+/// and both work again as soon as S3 answers. A GET whose body stops coming fails too.
 #[test]
 fn a_silent_s3_gives_eio_in_bounded_time_and_the_mount_recovers() {
     let mut s = Server::start(&[]);
@@ -299,7 +299,23 @@ fn a_silent_s3_gives_eio_in_bounded_time_and_the_mount_recovers() {
     assert_eq!(back.as_deref().ok(), Some(&b"still here"[..]), "{back:?}\n{}", m.log());
     assert!(t.elapsed() < Duration::from_secs(5), "recovery took {:?}", t.elapsed());
     touch_s3(&m, "file.txt").unwrap_or_else(|e| panic!("after the stall: {e}\n{}", m.log()));
-    eprintln!("stat failed after {stat_took:?}, read after {read_took:?}; {stalls} requests stalled");
+
+    // A GET whose body stops half-way fails too, instead of hanging.
+    let big = pattern(1 << 20, 3);
+    s.put("data", "f3/big.bin", big.clone(), &[]);
+    s.set_faults(json!({"s3": {"stall_body": 1, "methods": ["GET"]}}));
+    let t = Instant::now();
+    let e = std::fs::read(m.join("big.bin")).expect_err("a read whose body stalls must fail");
+    let body_took = t.elapsed();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "read: {e}\n{}", m.log());
+    assert!(body_took < Duration::from_secs(20), "took {body_took:?}\n{}", m.log());
+    assert!(s.injected("s3", "stall_body") >= 1, "{}", s.fault_state());
+    s.set_faults(json!({"s3": {}}));
+    assert!(std::fs::read(m.join("big.bin")).is_ok_and(|b| b == big), "{}", m.log());
+    eprintln!(
+        "stat failed after {stat_took:?}, read after {read_took:?}, a stalled body after {body_took:?}; \
+         {stalls} requests stalled"
+    );
 }
 
 /// STS accepts connections and never answers, past the end of a 20-second session: reads

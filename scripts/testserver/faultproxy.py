@@ -23,6 +23,8 @@ generator per class, so a run is reproducible for the same order of requests):
                   part of the body (or part of the head, when there is no body) and resets
   stall           the proxy reads the request head and never answers, until stall is
                   switched off for that class; then it closes the connection
+  stall_body      answers with a body: the head and part of the body, then nothing more
+                  until stall_body is switched off (then a close). Other requests pass.
   truncate        GET answers of 200/206 with a body: the head with the full Content-Length,
                   then part of the body, then a clean close (FIN). Other requests pass.
 A class may also be limited to some HTTP methods ("methods": ["GET", "HEAD"]).
@@ -66,7 +68,8 @@ import tempfile
 import urllib.parse
 import uuid
 
-KINDS = ("slowdown", "internal", "reset_request", "reset_response", "stall", "truncate")
+KINDS = ("slowdown", "internal", "reset_request", "reset_response", "stall", "stall_body",
+         "truncate")
 CLASSES = ("s3", "sts")
 CHUNK = 256 << 10
 HEAD_LIMIT = 1 << 20
@@ -319,9 +322,10 @@ class ClassFaults:
         if sum(fractions.values()) > 1.0 + 1e-9:
             raise ValueError(f"{self.name}: the fractions add up to more than 1")
         self.methods = {m.upper() for m in methods} if methods else None
-        had_stall = "stall" in self.fractions
+        stalls = {"stall", "stall_body"}
+        had_stall = bool(stalls & set(self.fractions))
         self.fractions = fractions
-        if had_stall and "stall" not in fractions:
+        if had_stall and not stalls & set(fractions):
             self.release()
 
     def release(self) -> None:
@@ -505,6 +509,8 @@ class Proxy:
             if kind == "truncate" and not (req.method == "GET" and resp.status in (200, 206)
                                            and rkind == "length" and rlen >= 2):
                 kind = None  # nothing to truncate: the answer passes
+            if kind == "stall_body" and not (rkind == "length" and rlen >= 2):
+                kind = None
             if kind == "reset_response":
                 faults.count(kind)
                 if rkind == "none":
@@ -515,6 +521,15 @@ class Proxy:
                     await copy_body(ureader, cwriter, rkind, rlen, limit)
                 await flush(cwriter)
                 reset(cwriter)
+                sending.cancel()
+                uwriter.close()
+                return None
+            if kind == "stall_body":
+                faults.count(kind)
+                cwriter.write(rhead)
+                await copy_length(ureader, cwriter, rlen, faults.cut(rlen))
+                await flush(cwriter)
+                await faults.released.wait()
                 sending.cancel()
                 uwriter.close()
                 return None
