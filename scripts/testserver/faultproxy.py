@@ -239,6 +239,20 @@ async def flush(writer) -> None:
     await writer.drain()
 
 
+async def hold(released: asyncio.Event, reader) -> None:
+    """Waits until `released` is set or the client goes away (what it still sends is read
+    and dropped)."""
+    async def gone():
+        while await reader.read(CHUNK):
+            pass
+    tasks = {asyncio.ensure_future(released.wait()), asyncio.ensure_future(gone())}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
 def reset(writer) -> None:
     """Closes with a TCP RST (SO_LINGER 0), as a peer that crashed would."""
     sock = writer.get_extra_info("socket")
@@ -453,6 +467,9 @@ class Proxy:
             if not cwriter.is_closing():
                 cwriter.close()
 
+    async def connect(self):
+        return await asyncio.open_connection(self.up_host, self.up_port, limit=HEAD_LIMIT)
+
     async def one(self, req: Request, creader, cwriter, upstream):
         """Handles one request; returns the upstream connection to keep, or None to close the
         client connection."""
@@ -470,7 +487,7 @@ class Proxy:
 
         if kind == "stall":
             faults.count("stall")
-            await faults.released.wait()
+            await hold(faults.released, creader)
             return None
         if kind in ("slowdown", "internal"):
             faults.count(kind)
@@ -487,16 +504,25 @@ class Proxy:
             reset(cwriter)
             return None
 
-        if upstream is None or upstream[0].at_eof():
+        reused = upstream is not None and not upstream[0].at_eof()
+        if not reused:
             if upstream is not None:
                 upstream[1].close()
-            upstream = await asyncio.open_connection(self.up_host, self.up_port, limit=HEAD_LIMIT)
+            upstream = await self.connect()
         ureader, uwriter = upstream
         uwriter.write(req.head)
         sending = asyncio.create_task(copy_body(creader, uwriter, body_kind, body_len))
         try:
             while True:
                 rhead = await read_head(ureader)
+                if rhead is None and reused and body_kind == "none":
+                    # The server had closed the kept connection: send it again on a new one.
+                    reused = False
+                    uwriter.close()
+                    upstream = await self.connect()
+                    ureader, uwriter = upstream
+                    uwriter.write(req.head)
+                    continue
                 if rhead is None:
                     raise Closed("the server closed the connection without answering")
                 resp = Response(rhead)
@@ -529,7 +555,7 @@ class Proxy:
                 cwriter.write(rhead)
                 await copy_length(ureader, cwriter, rlen, faults.cut(rlen))
                 await flush(cwriter)
-                await faults.released.wait()
+                await hold(faults.released, creader)
                 sending.cancel()
                 uwriter.close()
                 return None
@@ -547,6 +573,7 @@ class Proxy:
             await cwriter.drain()
         except BaseException:
             sending.cancel()
+            uwriter.close()
             raise
         if not sending.done():
             await asyncio.wait({sending}, timeout=1.0)
