@@ -537,7 +537,9 @@ class Proxy:
                 kind = None  # nothing to truncate: the answer passes
             if kind == "stall_body" and not (rkind == "length" and rlen >= 2):
                 kind = None
-            if kind == "reset_response":
+            if kind in ("reset_response", "stall_body", "truncate"):
+                # The answer is cut short: part of it goes out, then a reset (reset_response),
+                # nothing until the stall is switched off (stall_body), or a clean close.
                 faults.count(kind)
                 if rkind == "none":
                     cwriter.write(rhead[: max(1, len(rhead) // 2)])
@@ -546,25 +548,10 @@ class Proxy:
                     limit = faults.cut(rlen) if rkind == "length" else faults.rng.randint(1, 4096)
                     await copy_body(ureader, cwriter, rkind, rlen, limit)
                 await flush(cwriter)
-                reset(cwriter)
-                sending.cancel()
-                uwriter.close()
-                return None
-            if kind == "stall_body":
-                faults.count(kind)
-                cwriter.write(rhead)
-                await copy_length(ureader, cwriter, rlen, faults.cut(rlen))
-                await flush(cwriter)
-                await hold(faults.released, creader)
-                sending.cancel()
-                uwriter.close()
-                return None
-            if kind == "truncate":
-                faults.count(kind)
-                cwriter.write(rhead)
-                await copy_length(ureader, cwriter, rlen, faults.cut(rlen))
-                await flush(cwriter)
-                cwriter.close()
+                if kind == "reset_response":
+                    reset(cwriter)
+                elif kind == "stall_body":
+                    await hold(faults.released, creader)
                 sending.cancel()
                 uwriter.close()
                 return None
