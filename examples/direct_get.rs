@@ -249,6 +249,7 @@ async fn main() -> ExitCode {
         bucket: o.bucket.clone(),
         endpoint_url: Some(o.endpoint.clone()),
         path_style: true,
+        ..S3Location::default()
     };
     let store = Arc::new(S3Store::new(&sdk, creds, &location, None));
 

@@ -59,6 +59,7 @@ async fn main() -> ExitCode {
         bucket,
         endpoint_url: Some(endpoint),
         path_style: true,
+        ..S3Location::default()
     };
     let creds = SharedCredentialsProvider::new(Credentials::new(ak, sk, None, None, "bench"));
     let store = Arc::new(S3Store::new(&sdk, creds, &location, None));

@@ -46,24 +46,14 @@ testserver_start "$WORK/world.json" "$WORK/server.log" --force-session-seconds "
 eval "$(testserver_settings "$WORK/world.json" writer)"
 
 # A 32 MiB object to read at random, and the seed that made it, for the workload's checks.
-python3 - "$EP" "$REGION" "$ADMIN_AK" "$ADMIN_SK" <<'PY'
-import random, sys, boto3
-ep, region, ak, sk = sys.argv[1:]
-s3 = boto3.client("s3", endpoint_url=ep, region_name=region,
-                  aws_access_key_id=ak, aws_secret_access_key=sk)
-s3.put_object(Bucket="data", Key="soak/big.bin", Body=random.Random(424242).randbytes(32 << 20))
-s3.put_object(Bucket="data", Key="soak/big.seed", Body=b"424242")
-PY
+testserver_put_big soak
 testserver_as_alice
 
 mkdir "$MNT"
 log "mounting data:/soak through $ROLE; sessions last ${SESSION_SECONDS}s; running ${SOAK_SECONDS}s"
-"$S3ROLE" mount data:/soak "$MNT" -f --endpoint-url "$EP" --sts-endpoint "$EP" --path-style \
-    --region "$REGION" --role-arn "$ROLE" --external-id "$EXT" --role-session-name soak \
-    --cache-size 64M 2>"$WORK/s3role.log" &
-MOUNT_PID=$!
-for _ in $(seq 1 100); do mountpoint -q "$MNT" && break; sleep 0.1; done
-mountpoint -q "$MNT" || { cat "$WORK/s3role.log" >&2; exit 1; }
+testserver_mount data:/soak "$MNT" "$WORK/s3role.log" --endpoint-url "$EP" --sts-endpoint "$EP" \
+    --path-style --region "$REGION" --role-arn "$ROLE" --external-id "$EXT" \
+    --role-session-name soak --cache-size 64M
 
 python3 scripts/soak_workload.py "$MNT" "$SOAK_SECONDS" >"$WORK/result.json" &
 LOAD_PID=$!

@@ -97,6 +97,7 @@ async fn check(args: CheckArgs) -> ExitCode {
         bucket: source.bucket.clone(),
         endpoint_url: args.access.endpoint_url.clone(),
         path_style: args.access.path_style,
+        request_timeout: Some(std::time::Duration::from_secs(args.access.request_timeout)),
     };
     let store = S3Store::new(
         chain.sdk_config(),

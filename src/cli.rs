@@ -126,6 +126,9 @@ pub struct AccessArgs {
     /// Renew the role session this long before it expires [default: a quarter of the session, 5 s to 15 min].
     #[arg(long, value_name = "SECONDS")]
     pub refresh_margin: Option<u64>,
+    /// Give up on an S3 request S3 has not started answering after this long; retries and transfers get limits derived from it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
     /// Secrets already resolved, by this process or by the one that started it: when set,
     /// the secret options above are not read again.
     #[arg(skip)]

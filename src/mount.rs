@@ -157,6 +157,7 @@ async fn connect(args: &MountArgs, source: &Source, mountpoint: &std::path::Path
         bucket: source.bucket.clone(),
         endpoint_url: args.access.endpoint_url.clone(),
         path_style: args.access.path_style,
+        request_timeout: Some(Duration::from_secs(args.access.request_timeout)),
     };
     let store = S3Store::new(
         chain.sdk_config(),

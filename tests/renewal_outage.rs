@@ -3,34 +3,23 @@
 
 mod common;
 
-use common::{Mount, Server, touch_s3};
-use std::time::{Duration, Instant, SystemTime};
+use common::{Mount, Server, await_recovery, await_renewal, renewal_args, touch_s3, touch_until};
+use std::time::{Duration, Instant};
 
 #[test]
 fn reads_survive_an_sts_outage_until_expiry_and_recover_after() {
     let s = Server::start(&["--force-session-seconds", "20"]);
     s.put("data", "o1/file.txt", b"still here".to_vec(), &[]);
     let name = "outage-test";
-    let mut args = s.reader_args();
-    args.extend(["--role-session-name", name, "--metadata-ttl", "0"].map(String::from));
-    let m = Mount::start(&s, "alice", "data:/o1", &args).expect("mount");
+    let m = Mount::start(&s, "alice", "data:/o1", &renewal_args(&s, name)).expect("mount");
     touch_s3(&m, "file.txt").expect("first read");
 
     // Take STS down right after a renewal, so a whole session is left to live on.
-    let have = s.sessions_named(name).len();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.sessions_named(name).len() == have {
-        assert!(Instant::now() < deadline, "no renewal within 30 s\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let expiry = await_renewal(&s, &m, name);
     s.set_sts("down");
-    let expiry = s.sessions_named(name).last().expect("a session").expiration;
 
     // Until the session expires, everything works.
-    while SystemTime::now() + Duration::from_secs(1) < expiry {
-        touch_s3(&m, "file.txt").unwrap_or_else(|e| panic!("failed before expiry: {e}\n{}", m.log()));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    touch_until(&m, "file.txt", expiry);
     // After it, requests are refused with EACCES (never another error).
     let deadline = Instant::now() + Duration::from_secs(15);
     let denied = loop {
@@ -49,25 +38,8 @@ fn reads_survive_an_sts_outage_until_expiry_and_recover_after() {
 
     // STS answers again: the same mount recovers on its own.
     s.set_sts("up");
-    let back = Instant::now();
-    loop {
-        match touch_s3(&m, "file.txt") {
-            Ok(()) => break,
-            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
-            Err(e) => panic!("unexpected error while recovering: {e}\n{}", m.log()),
-        }
-        assert!(
-            back.elapsed() < Duration::from_secs(20),
-            "not recovered 20 s after STS came back\n{}",
-            m.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!("recovered {:?} after STS came back", back.elapsed());
-    for _ in 0..20 {
-        touch_s3(&m, "file.txt").unwrap_or_else(|e| panic!("failed after recovery: {e}\n{}", m.log()));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let recovered = await_recovery(&m, "file.txt");
+    eprintln!("recovered {recovered:?} after STS came back");
     assert_eq!(std::fs::read(m.join("file.txt")).expect("read"), b"still here");
     let log = m.unmount();
     assert!(log.contains("renewing the role session failed"), "{log}");

@@ -45,3 +45,33 @@ testserver_as_alice() {
     export AWS_ACCESS_KEY_ID=$ALICE_AK AWS_SECRET_ACCESS_KEY=$ALICE_SK
     export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 }
+
+# testserver_put_big PREFIX
+#   Puts PREFIX/big.bin, 32 MiB of Python's random.Random(424242) bytes, and PREFIX/big.seed
+#   (the seed) in bucket data, directly as the admin (needs testserver_settings' variables):
+#   a large object a workload can read at random and check.
+testserver_put_big() {
+    python3 - "$EP" "$REGION" "$ADMIN_AK" "$ADMIN_SK" "$1" <<'PY'
+import random, sys, boto3
+ep, region, ak, sk, prefix = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=ep, region_name=region,
+                  aws_access_key_id=ak, aws_secret_access_key=sk)
+s3.put_object(Bucket="data", Key=f"{prefix}/big.bin", Body=random.Random(424242).randbytes(32 << 20))
+s3.put_object(Bucket="data", Key=f"{prefix}/big.seed", Body=b"424242")
+PY
+}
+
+# testserver_mount SOURCE MOUNTPOINT LOG [s3role mount options...]
+#   Runs "$S3ROLE" mount in the foreground of a background job (its pid in MOUNT_PID), logging
+#   to LOG, and returns once the mount is live; if it is not within 30 s, prints LOG and
+#   returns 1.
+testserver_mount() {
+    local source=$1 mnt=$2 log=$3
+    shift 3
+    "$S3ROLE" mount "$source" "$mnt" -f "$@" 2>"$log" &
+    MOUNT_PID=$!
+    local _
+    for _ in $(seq 1 300); do mountpoint -q "$mnt" && return 0; sleep 0.1; done
+    cat "$log" >&2
+    return 1
+}

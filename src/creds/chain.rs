@@ -7,8 +7,38 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::types::PolicyDescriptorType;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
 use aws_types::region::Region;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// How long an STS call may wait for STS to start answering, and one attempt may take. STS
+/// answers in milliseconds; a connection that stays silent this long is dead, and waiting
+/// on it would keep renewal from trying a fresh one.
+pub const STS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one STS call may take with its retries (3 attempts).
+pub const STS_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the source identity may take: a `credential_process`, SSO, the instance
+/// metadata or container endpoint. Their own clients have shorter limits; this one also
+/// bounds a process that never exits.
+pub const SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The limits of every STS client built here, and of the clients the source providers
+/// build for themselves (web identity and SSO from a profile, assumed roles in a profile).
+pub fn sts_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .read_timeout(STS_ATTEMPT_TIMEOUT)
+        .operation_attempt_timeout(STS_ATTEMPT_TIMEOUT)
+        .operation_timeout(STS_OPERATION_TIMEOUT)
+        .build()
+}
+
+fn sts_retries() -> RetryConfig {
+    RetryConfig::standard().with_max_attempts(3)
+}
 
 /// The configured chain, ready to produce credentials on demand.
 pub struct Chain {
@@ -69,8 +99,9 @@ fn from_sts(c: Option<&aws_sdk_sts::types::Credentials>, step: &str) -> Result<C
     ))
 }
 
-fn read_file(path: &std::path::Path, step: &str) -> Result<String, CredsError> {
-    std::fs::read_to_string(path)
+async fn read_file(path: &std::path::Path, step: &str) -> Result<String, CredsError> {
+    tokio::fs::read_to_string(path)
+        .await
         .map(|s| s.trim().to_owned())
         .map_err(|e| CredsError {
             step: step.to_owned(),
@@ -84,27 +115,32 @@ impl Chain {
     /// Prepares the chain; sends nothing.
     pub async fn new(cfg: CredsConfig) -> Self {
         let region = Region::new(cfg.region.clone());
+        // The S3 client starts from these settings too, and replaces the limits with its own.
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(region.clone())
             .no_credentials()
+            .timeout_config(sts_timeouts())
+            .retry_config(sts_retries())
             .load()
             .await;
+        let pc = aws_config::provider_config::ProviderConfig::default()
+            .with_region(Some(region.clone()))
+            .with_timeout_config(sts_timeouts())
+            .with_retry_config(sts_retries());
         let source = match &cfg.source {
             SourceSpec::DefaultChain => Some(SharedCredentialsProvider::new(
                 aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
                     .region(region)
+                    .configure(pc)
                     .build()
                     .await,
             )),
-            SourceSpec::Profile(name) => {
-                let pc = aws_config::provider_config::ProviderConfig::default().with_region(Some(region));
-                Some(SharedCredentialsProvider::new(
-                    aws_config::profile::ProfileFileCredentialsProvider::builder()
-                        .configure(&pc)
-                        .profile_name(name)
-                        .build(),
-                ))
-            }
+            SourceSpec::Profile(name) => Some(SharedCredentialsProvider::new(
+                aws_config::profile::ProfileFileCredentialsProvider::builder()
+                    .configure(&pc)
+                    .profile_name(name)
+                    .build(),
+            )),
             SourceSpec::WebIdentity(_) | SourceSpec::Saml { .. } => None,
         };
         Chain { cfg, sdk, source }
@@ -143,15 +179,24 @@ impl Chain {
             _ => "source credentials (default chain: environment, profile, web identity, container, instance metadata)"
                 .into(),
         };
-        p.provide_credentials().await.map(Some).map_err(|e| {
-            let message = DisplayErrorContext(&e).to_string();
-            CredsError {
+        match tokio::time::timeout(SOURCE_TIMEOUT, p.provide_credentials()).await {
+            Ok(Ok(creds)) => Ok(Some(creds)),
+            Ok(Err(e)) => {
+                let message = DisplayErrorContext(&e).to_string();
+                Err(CredsError {
+                    step,
+                    code: None,
+                    hint: Some(source_failure_hint(&message)),
+                    message,
+                })
+            }
+            Err(_) => Err(CredsError {
                 step,
                 code: None,
-                hint: Some(source_failure_hint(&message)),
-                message,
-            }
-        })
+                message: format!("no answer within {} s", SOURCE_TIMEOUT.as_secs()),
+                hint: Some(source_failure_hint("")),
+            }),
+        }
     }
 
     /// The ARN behind a set of credentials (GetCallerIdentity).
@@ -179,7 +224,7 @@ impl Chain {
             match &self.cfg.source {
                 SourceSpec::WebIdentity(file) => {
                     let step = format!("AssumeRoleWithWebIdentity {}", role.arn);
-                    let token = read_file(file, &step)?;
+                    let token = read_file(file, &step).await?;
                     let out = self
                         .sts(None)
                         .assume_role_with_web_identity()
@@ -199,7 +244,7 @@ impl Chain {
                     principal_arn,
                 } => {
                     let step = format!("AssumeRoleWithSAML {}", role.arn);
-                    let assertion = read_file(assertion_file, &step)?;
+                    let assertion = read_file(assertion_file, &step).await?;
                     let out = self
                         .sts(None)
                         .assume_role_with_saml()

@@ -28,6 +28,117 @@ pub struct S3Location {
     pub endpoint_url: Option<String>,
     /// Use `http://host/bucket/key` addressing (needed by most S3-compatible servers).
     pub path_style: bool,
+    /// How long S3 may take to start answering a request, from which every other limit is
+    /// derived (see [`Timeouts`]); `None` means [`DEFAULT_REQUEST_TIMEOUT`].
+    pub request_timeout: Option<Duration>,
+}
+
+/// The request timeout when none is given. S3 answers a metadata request in well under a
+/// second, so 20 s means it is not answering; an attempt and one retry then give up within
+/// 40 s, well inside the minute after which a program or a person assumes a hang.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Attempts per request. A filesystem cannot pass "try again" to the program, so throttling
+/// and 5xx answers are retried more than the SDK's default 3 (as mountpoint-s3 does, with 10);
+/// the operation timeouts below still bound the total time.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// Slowest upload rate (bytes per second) a request body is granted before its attempt is
+/// cut: 256 KiB/s, a shared home uplink with several parts in flight.
+const MIN_UPLOAD_RATE: u64 = 256 << 10;
+
+/// Slowest server-side copy rate granted to CopyObject and UploadPartCopy (S3 copies at
+/// hundreds of MB/s within a region).
+const MIN_COPY_RATE: u64 = 64 << 20;
+
+/// Largest object CopyObject accepts: the store is not told a copy's size, so it grants the
+/// time this much needs.
+const MAX_COPY_BYTES: u64 = 5 << 30;
+
+/// Extra time CompleteMultipartUpload gets per part: S3 assembles the parts while it
+/// answers, which takes minutes for uploads of thousands of parts.
+const COMPLETE_PER_PART: Duration = Duration::from_millis(50);
+
+/// Every network wait of the S3 client, derived from one setting, the request timeout `T`:
+/// nothing waits for a silent server longer than `T`, and every request gives up.
+///
+/// | request | connect | first byte | one attempt | all attempts |
+/// |---|---|---|---|---|
+/// | HEAD, LIST, DELETE, Create/Abort multipart, GET (until its head) | min(T, 5 s) | T | T | 2T |
+/// | PutObject, UploadPart of `n` bytes | min(T, 5 s) | (counts the upload) | T + n / 256 KiB/s | twice that |
+/// | CopyObject, UploadPartCopy of `n` bytes (CopyObject: `n` = 5 GiB) | min(T, 5 s) | T | T + n / 64 MiB/s | that + T |
+/// | CompleteMultipartUpload of `p` parts | min(T, 5 s) | T | T + 50 ms × p | that + T |
+///
+/// A response or request body that makes no progress for `T` fails (the SDK's stalled
+/// stream protection), so a GET whose body stops fails after `T` rather than hanging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The request timeout `T`.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            request: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl Timeouts {
+    fn connect(&self) -> Duration {
+        self.request.min(Duration::from_secs(5))
+    }
+
+    /// Requests S3 answers at once: HEAD, LIST, DELETE, Create/Abort multipart, and a GET
+    /// until its head arrives. The client's default.
+    pub fn metadata(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect())
+            .read_timeout(self.request)
+            .operation_attempt_timeout(self.request)
+            .operation_timeout(self.request * 2)
+            .build()
+    }
+
+    /// A request that sends `bytes` of body (PutObject, UploadPart). Its answer only comes
+    /// once the body is sent, so the wait for it is bounded by the attempt, which grows with
+    /// the size; a body that stops moving is caught by stall protection after `T`.
+    pub fn upload(&self, bytes: u64) -> TimeoutConfig {
+        let attempt = self.request + Duration::from_secs(bytes.div_ceil(MIN_UPLOAD_RATE));
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect())
+            .disable_read_timeout()
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(attempt * 2)
+            .build()
+    }
+
+    /// A copy of `bytes` on the server (CopyObject, UploadPartCopy). S3 starts its answer at
+    /// once and keeps the connection alive with white space while it copies.
+    pub fn copy(&self, bytes: u64) -> TimeoutConfig {
+        self.long(Duration::from_secs(bytes.div_ceil(MIN_COPY_RATE)))
+    }
+
+    /// CompleteMultipartUpload of `parts` parts.
+    pub fn complete(&self, parts: usize) -> TimeoutConfig {
+        self.long(COMPLETE_PER_PART * u32::try_from(parts).unwrap_or(u32::MAX))
+    }
+
+    fn long(&self, extra: Duration) -> TimeoutConfig {
+        let attempt = self.request + extra;
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect())
+            .read_timeout(self.request)
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(attempt + self.request)
+            .build()
+    }
+}
+
+/// A per-request configuration that only changes the timeouts.
+fn with_timeouts(t: TimeoutConfig) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().timeout_config(t)
 }
 
 /// An [`ObjectStore`] backed by one shared S3 client.
@@ -36,6 +147,7 @@ pub struct S3Store {
     client: aws_sdk_s3::Client,
     bucket: String,
     credentials_problem: Option<CredentialsProblem>,
+    timeouts: Timeouts,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -54,6 +166,9 @@ impl S3Store {
         location: &S3Location,
         credentials_problem: Option<CredentialsProblem>,
     ) -> Self {
+        let timeouts = Timeouts {
+            request: location.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+        };
         let mut conf = aws_sdk_s3::config::Builder::from(sdk)
             .credentials_provider(credentials)
             .identity_cache(IdentityCache::no_cache())
@@ -62,20 +177,14 @@ impl S3Store {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .retry_config(
                 RetryConfig::standard()
-                    .with_max_attempts(5)
+                    .with_max_attempts(MAX_ATTEMPTS)
                     .with_initial_backoff(Duration::from_millis(100))
                     .with_max_backoff(Duration::from_secs(5)),
             )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .read_timeout(Duration::from_secs(30))
-                    .operation_attempt_timeout(Duration::from_secs(120))
-                    .build(),
-            )
+            .timeout_config(timeouts.metadata())
             .stalled_stream_protection(
                 StalledStreamProtectionConfig::enabled()
-                    .grace_period(Duration::from_secs(20))
+                    .grace_period(timeouts.request)
                     .build(),
             );
         if let Some(url) = &location.endpoint_url {
@@ -85,6 +194,7 @@ impl S3Store {
             client: aws_sdk_s3::Client::from_conf(conf.build()),
             bucket: location.bucket.clone(),
             credentials_problem,
+            timeouts,
         }
     }
 
@@ -274,6 +384,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, body: Bytes, new: &NewObject) -> Result<String, StoreError> {
+        let len = body.len() as u64;
         let out = self
             .client
             .put_object()
@@ -282,6 +393,8 @@ impl ObjectStore for S3Store {
             .body(ByteStream::from(body))
             .set_metadata(Some(hash_map(&new.metadata)))
             .set_content_type(new.content_type.clone())
+            .customize()
+            .config_override(with_timeouts(self.timeouts.upload(len)))
             .send()
             .await
             .map_err(|e| self.classify("PutObject", key, e))?;
@@ -308,6 +421,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> Result<Part, StoreError> {
+        let len = body.len() as u64;
         let out = self
             .client
             .upload_part()
@@ -316,6 +430,8 @@ impl ObjectStore for S3Store {
             .upload_id(upload_id)
             .part_number(number)
             .body(ByteStream::from(body))
+            .customize()
+            .config_override(with_timeouts(self.timeouts.upload(len)))
             .send()
             .await
             .map_err(|e| self.classify("UploadPart", key, e))?;
@@ -344,6 +460,8 @@ impl ObjectStore for S3Store {
             .copy_source(copy_source(&self.bucket, source))
             .copy_source_range(format!("bytes={}-{}", range.start, range.end.saturating_sub(1)))
             .set_copy_source_if_match(source_etag.map(str::to_owned))
+            .customize()
+            .config_override(with_timeouts(self.timeouts.copy(range.end.saturating_sub(range.start))))
             .send()
             .await
             .map_err(|e| self.classify("UploadPartCopy", key, e))?;
@@ -356,6 +474,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<Part>) -> Result<String, StoreError> {
+        let timeouts = with_timeouts(self.timeouts.complete(parts.len()));
         let parts = parts
             .into_iter()
             .map(|p| CompletedPart::builder().part_number(p.number).e_tag(p.etag).build())
@@ -367,6 +486,8 @@ impl ObjectStore for S3Store {
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .customize()
+            .config_override(timeouts)
             .send()
             .await
             .map_err(|e| self.classify("CompleteMultipartUpload", key, e))?;
@@ -405,7 +526,12 @@ impl ObjectStore for S3Store {
                 .set_metadata(Some(hash_map(&new.metadata)))
                 .set_content_type(new.content_type.clone());
         }
-        let out = req.send().await.map_err(|e| self.classify("CopyObject", dest, e))?;
+        let out = req
+            .customize()
+            .config_override(with_timeouts(self.timeouts.copy(MAX_COPY_BYTES)))
+            .send()
+            .await
+            .map_err(|e| self.classify("CopyObject", dest, e))?;
         Ok(out
             .copy_object_result()
             .and_then(|r| r.e_tag())
@@ -488,5 +614,40 @@ mod tests {
         assert!(matches!(e, StoreError::Other { .. }));
         let e = classify("GetObject", "k", None, None, "timeout".into(), Some(&fine));
         assert!(matches!(e, StoreError::Other { .. }));
+    }
+
+    #[test]
+    fn every_wait_is_bounded_and_metadata_gives_up_within_a_minute() {
+        let t = Timeouts::default();
+        let m = t.metadata();
+        assert_eq!(m.read_timeout(), Some(Duration::from_secs(20)));
+        assert!(m.operation_timeout().is_some_and(|d| d < Duration::from_secs(60)));
+        assert_eq!(m.connect_timeout(), Some(Duration::from_secs(5)));
+        let small = Timeouts {
+            request: Duration::from_secs(2),
+        };
+        assert_eq!(small.metadata().connect_timeout(), Some(Duration::from_secs(2)));
+        assert_eq!(small.metadata().operation_timeout(), Some(Duration::from_secs(4)));
+        for c in [t.upload(8 << 20), t.copy(MAX_COPY_BYTES), t.complete(10_000)] {
+            assert!(c.connect_timeout().is_some());
+            assert!(c.operation_attempt_timeout().is_some());
+            assert!(c.operation_timeout() > c.operation_attempt_timeout());
+        }
+    }
+
+    #[test]
+    fn transfers_get_time_in_proportion_to_their_size() {
+        let t = Timeouts::default();
+        let attempt = |c: TimeoutConfig| c.operation_attempt_timeout().unwrap_or_default();
+        assert_eq!(attempt(t.upload(0)), Duration::from_secs(20));
+        assert_eq!(attempt(t.upload(8 << 20)), Duration::from_secs(20 + 32));
+        assert_eq!(attempt(t.upload(512 << 20)), Duration::from_secs(20 + 2048));
+        assert_eq!(
+            t.upload(1).read_timeout(),
+            None,
+            "the wait for the answer includes the upload"
+        );
+        assert_eq!(attempt(t.copy(5 << 30)), Duration::from_secs(20 + 80));
+        assert_eq!(attempt(t.complete(3)), Duration::from_millis(20_150));
     }
 }

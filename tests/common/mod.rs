@@ -748,3 +748,189 @@ impl Server {
         })
     }
 }
+
+/// The fault-injecting proxy (scripts/testserver/faultproxy.py) in front of a test server;
+/// stopped when dropped (drop it after the mounts that use it).
+pub struct FaultProxy {
+    child: Child,
+    /// Where the proxy listens.
+    pub endpoint: String,
+    /// The server behind it.
+    pub upstream: String,
+    dir: tempfile::TempDir,
+}
+
+impl FaultProxy {
+    /// Starts the proxy in front of `server` (with `extra` proxy options) and sends the
+    /// server's endpoint through it: mounts started from now on (their `--endpoint-url` and
+    /// `--sts-endpoint`) and the server's control requests reach the server through the
+    /// proxy, and [`Server::set_faults`] reaches the proxy. The admin client still talks to
+    /// the server directly, so checks of what S3 holds never see a fault.
+    pub fn in_front_of(server: &mut Server, extra: &[&str]) -> FaultProxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port_file = dir.path().join("port.json");
+        let log = std::fs::File::create(dir.path().join("proxy.log")).expect("log file");
+        let upstream = server.world.endpoint.clone();
+        let child = Command::new("python3")
+            .arg(repo().join("scripts/testserver/faultproxy.py"))
+            .args(["--upstream", &upstream, "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("python3 runs the fault proxy");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let endpoint = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(e) = v["endpoint"].as_str()
+            {
+                break e.to_owned();
+            }
+            assert!(Instant::now() < deadline, "the fault proxy did not start within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        server.world.endpoint = endpoint.clone();
+        FaultProxy {
+            child,
+            endpoint,
+            upstream,
+            dir,
+        }
+    }
+
+    /// The proxy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Sets the faults of the proxy in front of this server ([`FaultProxy::in_front_of`]):
+    /// `{"s3": {"slowdown": 0.2, "internal": 0.1}, "sts": {"stall": 1}}` (kinds and their
+    /// fractions per class, as scripts/testserver/faultproxy.py describes); a class given as
+    /// `{}` has no faults any more, and its stalled connections are let go.
+    pub fn set_faults(&self, faults: serde_json::Value) {
+        let (status, body) = self.http("POST", "/faultproxy/faults", &faults.to_string());
+        assert_eq!(status, 200, "setting faults {faults}: {body}");
+    }
+
+    /// The proxy's state: faults, `injected` counts by class and kind, `requests` by class.
+    pub fn fault_state(&self) -> serde_json::Value {
+        let (status, body) = self.http("GET", "/faultproxy/state", "");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("the proxy's state is JSON")
+    }
+
+    /// Faults of `kind` the proxy has injected into requests of `class` (`s3`, `sts`).
+    pub fn injected(&self, class: &str, kind: &str) -> u64 {
+        self.fault_state()["injected"][class][kind].as_u64().unwrap_or(0)
+    }
+
+    /// Every object under `prefix` with its bytes, as the admin sees them (never through
+    /// the proxy).
+    pub fn objects(&self, bucket: &str, prefix: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        self.block_on(async {
+            let mut out = std::collections::BTreeMap::new();
+            let mut token = None;
+            loop {
+                let page = self
+                    .admin
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("admin ListObjectsV2 {prefix}: {e:?}"));
+                for o in page.contents() {
+                    let key = o.key().unwrap_or_default().to_owned();
+                    let body = self
+                        .admin
+                        .get_object()
+                        .bucket(bucket)
+                        .key(&key)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("admin GetObject {key}: {e:?}"))
+                        .body
+                        .collect()
+                        .await
+                        .unwrap_or_else(|e| panic!("admin GetObject {key} body: {e:?}"))
+                        .to_vec();
+                    out.insert(key, body);
+                }
+                token = page.next_continuation_token().map(str::to_owned);
+                if token.is_none() {
+                    break out;
+                }
+            }
+        })
+    }
+}
+
+/// Options to mount as `reader` with role session `name` and no metadata caching, so every
+/// file operation reaches S3 with the current session.
+pub fn renewal_args(s: &Server, name: &str) -> Vec<String> {
+    let mut args = s.reader_args();
+    args.extend(["--role-session-name", name, "--metadata-ttl", "0"].map(String::from));
+    args
+}
+
+/// Waits up to 30 s for a new session named `name` (a renewal) and returns when it
+/// expires: right after a renewal, a whole session is left to live on.
+pub fn await_renewal(s: &Server, m: &Mount, name: &str) -> std::time::SystemTime {
+    let have = s.sessions_named(name).len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(new) = s.sessions_named(name).get(have) {
+            return new.expiration;
+        }
+        assert!(Instant::now() < deadline, "no renewal within 30 s\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reaches S3 through `file` ([`touch_s3`]) every 100 ms until a second before `expiry`;
+/// every round must work.
+pub fn touch_until(m: &Mount, file: &str, expiry: std::time::SystemTime) {
+    while std::time::SystemTime::now() + Duration::from_secs(1) < expiry {
+        touch_s3(m, file).unwrap_or_else(|e| panic!("failed before expiry: {e}\n{}", m.log()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// After STS answers again: waits up to 20 s for [`touch_s3`] on `file` to work (EACCES
+/// meanwhile, as the session has expired, and never another error), checks that it goes on
+/// working for a few rounds, and returns how long recovery took.
+pub fn await_recovery(m: &Mount, file: &str) -> Duration {
+    let back = Instant::now();
+    loop {
+        match touch_s3(m, file) {
+            Ok(()) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
+            Err(e) => panic!("unexpected error while recovering: {e}\n{}", m.log()),
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "not recovered 20 s after STS answered again\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = back.elapsed();
+    for _ in 0..20 {
+        touch_s3(m, file).unwrap_or_else(|e| panic!("failed after recovery: {e}\n{}", m.log()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    took
+}
