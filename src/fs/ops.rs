@@ -194,7 +194,7 @@ impl<S: ObjectStore> Fs<S> {
     /// ETag. With `if_match`, fails with ESTALE if the source is no longer that version.
     async fn copy_any(&self, source: &str, dest: &str, size: u64, if_match: Option<&str>) -> Result<String, FsError> {
         if size <= MAX_PART {
-            return Ok(self.store.copy(source, dest, None, if_match).await?);
+            return Ok(self.store.copy(source, dest, size, None, if_match).await?);
         }
         let info = self.store.head(source).await?;
         if if_match.is_some_and(|e| e != info.etag) {

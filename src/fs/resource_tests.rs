@@ -105,6 +105,7 @@ impl ObjectStore for SinkStore {
         &self,
         source: &str,
         _dest: &str,
+        _size: u64,
         _replace: Option<&NewObject>,
         _source_etag: Option<&str>,
     ) -> Result<String, StoreError> {

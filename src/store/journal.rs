@@ -287,10 +287,11 @@ impl<S: ObjectStore> ObjectStore for Journaled<S> {
         &self,
         source: &str,
         dest: &str,
+        size: u64,
         replace: Option<&NewObject>,
         source_etag: Option<&str>,
     ) -> Result<String, StoreError> {
-        self.inner.copy(source, dest, replace, source_etag).await
+        self.inner.copy(source, dest, size, replace, source_etag).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

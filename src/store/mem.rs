@@ -492,6 +492,7 @@ impl ObjectStore for MemStore {
         &self,
         source: &str,
         dest: &str,
+        _size: u64,
         replace: Option<&NewObject>,
         source_etag: Option<&str>,
     ) -> Result<String, StoreError> {

@@ -174,12 +174,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Abandons a multipart upload and frees its parts.
     fn abort_multipart(&self, key: &str, upload_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Copies an object (at most 5 GiB) on the server. With `replace`, the copy gets those
-    /// headers; without, it keeps the source's. Returns the new ETag.
+    /// Copies an object of `size` bytes (at most 5 GiB) on the server; the size bounds how
+    /// long the copy may take. With `replace`, the copy gets those headers; without, it
+    /// keeps the source's. Returns the new ETag.
     fn copy(
         &self,
         source: &str,
         dest: &str,
+        size: u64,
         replace: Option<&NewObject>,
         source_etag: Option<&str>,
     ) -> impl Future<Output = Result<String, StoreError>> + Send;

@@ -510,6 +510,7 @@ impl ObjectStore for S3Store {
         &self,
         source: &str,
         dest: &str,
+        size: u64,
         replace: Option<&NewObject>,
         source_etag: Option<&str>,
     ) -> Result<String, StoreError> {
@@ -528,7 +529,7 @@ impl ObjectStore for S3Store {
         }
         let out = req
             .customize()
-            .config_override(with_timeouts(self.timeouts.copy(MAX_COPY_BYTES)))
+            .config_override(with_timeouts(self.timeouts.copy(size.min(MAX_COPY_BYTES))))
             .send()
             .await
             .map_err(|e| self.classify("CopyObject", dest, e))?;

@@ -42,6 +42,12 @@ const SEQUENTIAL_SLACK: u64 = 4 << 20;
 /// not fetch much it will not read.
 const FIRST_WINDOW: u64 = 1 << 20;
 
+/// How many times a block whose GET failed is fetched again before the read fails.
+const BLOCK_RETRIES: u32 = 3;
+
+/// The first wait before a block is fetched again; it doubles each time.
+const BLOCK_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// How the read path behaves.
 #[derive(Clone, Debug)]
 pub struct ReadConfig {
@@ -379,7 +385,7 @@ impl<S: ObjectStore> Reads<S> {
     /// Block `index` of an open file: from the cache, from a GET already under way, or from a
     /// new GET. A failed GET is tried once more before the read fails.
     async fn block(self: &Arc<Self>, source: &Source, index: u64) -> Result<Block, FsError> {
-        let mut retried = false;
+        let mut failures = 0;
         let mut counted = false;
         loop {
             let id = BlockId {
@@ -408,19 +414,28 @@ impl<S: ObjectStore> Reads<S> {
                 Ok(r) => r.clone().unwrap_or_else(|| Err(FsError::Io("fetch abandoned".into()))),
                 Err(_) => Err(FsError::Io("fetch abandoned".into())),
             };
-            if retried && let Err(FsError::Io(e)) = &result {
-                tracing::error!("reading block {index} of inode {} failed twice: {e}", source.ino);
-            }
             match result {
-                // A GET that failed, or found nothing because a rename moved the object as
-                // it started, is tried once more, at the key the inode has now.
-                Err(e @ (FsError::Io(_) | FsError::NotFound)) if !retried => {
-                    tracing::debug!("block {index} of inode {} failed ({e}); trying once more", source.ino);
-                    retried = true
+                // A GET that failed after the SDK's retries (a body cut short, a reset) is
+                // tried again a few times, with backoff, before a program sees EIO.
+                Err(FsError::Io(e)) if failures < BLOCK_RETRIES => {
+                    failures += 1;
+                    tracing::debug!("block {index} of inode {} failed ({e}); trying again", source.ino);
+                    tokio::time::sleep(BLOCK_BACKOFF * (1 << failures)).await;
                 }
+                // Nothing there: a rename may have moved the object as the GET started, so
+                // once more, at the key the inode has now.
+                Err(FsError::NotFound) if failures == 0 => failures += 1,
                 // The version this handle reads is gone from S3: its handle is stale.
                 Err(FsError::NotFound) => {
                     return Err(FsError::Stale(format!("inode {}: its object is gone", source.ino)));
+                }
+                Err(FsError::Io(e)) => {
+                    tracing::error!(
+                        "reading block {index} of inode {} failed {} times: {e}",
+                        source.ino,
+                        failures + 1
+                    );
+                    return Err(FsError::Io(e));
                 }
                 other => return other,
             }

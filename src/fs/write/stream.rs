@@ -184,7 +184,7 @@ impl<S: ObjectStore> Writes<S> {
         let (etag, stored) = if explicit && size <= MAX_PART && wanted != stream.created {
             let etag = self
                 .store
-                .copy(&stream.key, &stream.key, Some(&wanted), Some(&etag))
+                .copy(&stream.key, &stream.key, size, Some(&wanted), Some(&etag))
                 .await?;
             (etag, attr.clone())
         } else {

@@ -132,7 +132,10 @@ impl<S: ObjectStore> Writes<S> {
                 let _commit = self.commit_guard(target).await?;
                 let key = self.target_key(target)?;
                 let source = self.ns.key_of(ino)?;
-                let etag = self.store.copy(&source, &key, Some(&new), Some(&base_etag)).await?;
+                let etag = self
+                    .store
+                    .copy(&source, &key, size, Some(&new), Some(&base_etag))
+                    .await?;
                 self.committed(target, dirty, &key, &attr, &etag);
                 return Ok(());
             }
