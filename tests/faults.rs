@@ -11,6 +11,7 @@ use common::{
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant, SystemTime};
 
 /// File work through a mount, checked against a model of what the mount (and S3) should
@@ -373,4 +374,68 @@ fn a_silent_sts_times_out_renewal_which_recovers_once_sts_answers() {
     let log = m.unmount();
     assert!(log.contains("role session renewed"), "{log}");
     eprintln!("STS stalled {stall:?} ({stalls} calls stalled); recovered {recovered:?} after it answered");
+}
+
+/// S3 stops taking writes while a program closes a file: close fails, the file is retried
+/// in the background (status says so), and when the retry time is over its bytes are in the
+/// recovery directory, named in the log. Meanwhile the mount shows no file S3 never got.
+#[test]
+fn a_close_that_cannot_upload_is_retried_then_recovered_and_status_says_so() {
+    let mut s = Server::start(&[]);
+    let _proxy = FaultProxy::in_front_of(&mut s, &[]);
+    let state = tempfile::tempdir().expect("state dir");
+    let mut args = s.writer_args();
+    args.extend(
+        [
+            "--request-timeout",
+            "2",
+            "--upload-retry-time",
+            "3",
+            "--metadata-ttl",
+            "0",
+        ]
+        .map(String::from),
+    );
+    args.extend(["--state-dir".to_string(), state.path().display().to_string()]);
+    let m = Mount::start(&s, "alice", "data:/f9", &args).expect("mount");
+    std::fs::write(m.join("warm"), b"the role may write here").expect("a first write");
+    s.set_faults(json!({"s3": {"stall": 1, "methods": ["PUT", "POST"]}}));
+    let mut f = std::fs::File::create(m.join("precious")).expect("create");
+    f.write_all(b"precious bytes").expect("write");
+    let e = close(f).expect_err("S3 takes no writes");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    // The release that follows close(2) hands the file to the background retries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.status("uploads_retrying").as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "not retrying:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(m.status("oldest_upload_failure").as_deref(), Some("-"));
+    let names: Vec<String> = std::fs::read_dir(&m.path)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["warm".to_string()], "no file S3 never got");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while m.status("recovered_files").as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "not recovered:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(m.status("uploads_retrying").as_deref(), Some("0"));
+    s.set_faults(json!({"s3": {}}));
+    let recovered: Vec<std::path::PathBuf> = std::fs::read_dir(state.path().join("recovery"))
+        .expect("the recovery directory")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(std::fs::read(&recovered[0]).expect("recovery file"), b"precious bytes");
+    let mode = std::fs::metadata(&recovered[0]).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let log = m.unmount();
+    let named = recovered[0].display().to_string();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR") && l.contains(&named)),
+        "an ERROR line names {named}:\n{log}"
+    );
+    assert!(s.object("data", "f9/precious").is_none());
 }

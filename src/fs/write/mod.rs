@@ -91,6 +91,9 @@ pub struct Dirty {
     stream: Option<stream::Stream>,
     /// chmod, chown or utimens happened while the file was open.
     explicit_attrs: bool,
+    /// The last upload failed (a close or fsync returned its error): the last close hands
+    /// the file to the background retries without trying again at once.
+    upload_failed: bool,
 }
 
 /// Staging states held still while keys move under them (a rename): no upload runs
@@ -315,6 +318,7 @@ impl<S: ObjectStore> Writes<S> {
             sequential: !from_object,
             stream: None,
             explicit_attrs: false,
+            upload_failed: false,
         };
         let staged = Arc::new(Staged {
             writers: AtomicUsize::new(1),
@@ -355,7 +359,13 @@ impl<S: ObjectStore> Writes<S> {
             return;
         }
         let mut dirty = staged.state.clone().lock_owned().await;
-        if let Err(e) = self.upload(Target::Inode(ino), &staged, &mut dirty).await
+        let uploaded = if dirty.upload_failed && dirty.changed && !dirty.discarded {
+            // The close just before this release already waited for S3 and failed.
+            Err(FsError::Io("the last upload failed".into()))
+        } else {
+            self.upload(Target::Inode(ino), &staged, &mut dirty).await
+        };
+        if let Err(e) = uploaded
             && self.detach_failed(ino, &staged, &e)
         {
             return;
@@ -398,7 +408,9 @@ impl<S: ObjectStore> Writes<S> {
             return Ok(());
         };
         let mut dirty = staged.state.lock().await;
-        self.upload(Target::Inode(ino), &staged, &mut dirty).await
+        let result = self.upload(Target::Inode(ino), &staged, &mut dirty).await;
+        dirty.upload_failed = result.is_err();
+        result
     }
 
     /// `ino` was unlinked or replaced: what is staged is never uploaded.

@@ -179,6 +179,7 @@ impl<S: ObjectStore> Writes<S> {
         }
         dirty.changed = false;
         dirty.explicit_attrs = false;
+        dirty.upload_failed = false;
         self.wrote_in(key);
     }
 
