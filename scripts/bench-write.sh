@@ -7,7 +7,9 @@
 #   (c) their ratio (target: mount >= 0.8 x direct), from the medians of RUNS alternating
 #       runs, in two settings: pinned (server on CPU 0, clients on the others) and shared
 #       (see write_phase below); the headline is pinned,
-#   (d) the create rate: NFILES files of 4 KiB written and closed one after another.
+#   (d) the create rate: NFILES files of 4 KiB written and closed one after another,
+#   (e) what the write-access check costs: the first create in a directory after a remount
+#       (it asks S3 whether the role may write there) against the creates after it.
 # The server, the mount and every file are removed on exit.
 #
 #   scripts/bench-write.sh
@@ -162,6 +164,27 @@ PY
 COUNT=$(find "$MNT/small" -type f | wc -l)
 unmount
 
+# ---- (e) what the write-access check costs a create ----------------------------------------
+# The first create in a directory this mount has not written to asks S3 whether the role may
+# write there (a multipart upload started and aborted); the answer holds for a minute. After
+# a remount, time that first create against the ones after it.
+mount_s3role
+PROBE=$(python3 - "$MNT/small" <<'PY'
+import os, statistics, sys, time
+d = sys.argv[1]
+data = os.urandom(4096)
+def create(name):
+    t = time.perf_counter()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+    return (time.perf_counter() - t) * 1000
+first = create("probe-first")
+rest = [create(f"probe-{i:03}") for i in range(100)]
+print(f"{first:.1f} ms, then a median of {statistics.median(rest):.1f} ms")
+PY
+)
+unmount
+
 VERDICT=$(python3 -c "print('meets the 0.8 target' if $RATIO >= 0.8 else 'BELOW the 0.8 target')")
 cat <<EOF2
 
@@ -171,4 +194,5 @@ ${SUMMARY_pinned:-  (single core: not run)
 }shared (server and clients on every core):
 ${SUMMARY_shared}ratio:                       $RATIO ($HEADLINE, medians): $VERDICT
 create rate, $NFILES files of 4 KiB:  $CREATE files/s ($COUNT listed afterwards)
+first create in a directory after a remount (write-access check): $PROBE
 EOF2
