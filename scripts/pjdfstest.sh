@@ -15,6 +15,10 @@
 # Needs root (pjdfstest switches users; the mount needs allow_other), /dev/fuse, fusermount3,
 # Rust, and python3 with moto[server]==5.2.1 (installed with pip if missing). pjdfstest is
 # installed once into target/tools (it links libacl: apt-get install libacl1-dev).
+# The cases that switch users run as pjdfstest's dummy users, nobody:nogroup and tests:tests;
+# user and group `tests` are created if missing. Those users must be able to reach the mount:
+# when a directory above target/ is closed to them, the mount points and the local directory
+# go to /tmp/s3role-pjdfstest.* instead (else those cases fail with EACCES everywhere).
 #
 # How it runs: builds s3role, starts scripts/testserver/s3role_moto.py on a free port, runs
 # the suite once in a directory of the local disk (the reference, and the list of cases),
@@ -90,9 +94,59 @@ if (( RUN_S3ROLE )) && [[ -z ${S3ROLE_BIN:-} ]]; then
 fi
 if (( RUN_S3ROLE )); then [[ -x $S3ROLE ]] || die "no s3role binary at $S3ROLE"; fi
 
+# ---- dummy users ----------------------------------------------------------------------------
+# pjdfstest's own dummy users: nobody (group nogroup) and tests (group tests). The cases that
+# switch users (permission checks, owners of new files, setgid rules) run as them. `tests` is
+# created here if missing, with useradd/groupadd or, where those are missing, by appending to
+# /etc/group and /etc/passwd; running again changes nothing.
+ensure_tests_user() {
+    if ! getent group tests >/dev/null; then
+        if command -v groupadd >/dev/null; then
+            groupadd --system tests
+        else
+            local gid=999
+            while getent group "$gid" >/dev/null; do gid=$((gid - 1)); done
+            echo "tests:x:$gid:" >>/etc/group
+        fi
+        say "created group tests"
+    fi
+    if ! getent passwd tests >/dev/null; then
+        if command -v useradd >/dev/null; then
+            useradd --system --gid tests --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tests
+        else
+            local uid=999
+            while getent passwd "$uid" >/dev/null; do uid=$((uid - 1)); done
+            echo "tests:x:$uid:$(getent group tests | cut -d: -f3)::/nonexistent:/usr/sbin/nologin" >>/etc/passwd
+        fi
+        say "created user tests"
+    fi
+}
+ensure_tests_user
+id nobody >/dev/null 2>&1 || die "no user nobody"
+getent group nogroup >/dev/null || die "no group nogroup"
+[[ $(id -g tests) -ne $(getent group nogroup | cut -d: -f3) ]] || die "tests and nobody share a group"
+
+# The dummy users must reach the directories the suite runs in: if one of them cannot search
+# a directory above target/ (a clone in a 0700 home or temporary directory), every step run
+# as them fails with EACCES, and the cases that switch users fail on the local disk and the
+# mount alike. The mount points and the local directory then go to /tmp instead.
+reachable_by_dummies() {
+    local d=$1 u
+    for u in nobody tests; do
+        setpriv --reuid "$u" --regid "$(id -g "$u")" --clear-groups -- test -x "$d" || return 1
+    done
+}
+RUNDIR=$WORK
+mkdir -p "$WORK"
+if ! reachable_by_dummies "$WORK"; then
+    RUNDIR=/tmp/s3role-pjdfstest.$(printf %s "$REPO" | md5sum | cut -c1-8)
+    say "nobody or tests cannot reach ${WORK#"$REPO"/}: the mounts and the local directory go in $RUNDIR"
+fi
+
 # ---- state and cleanup ----------------------------------------------------------------------
-MNT=$WORK/mnt
-MNT_S3FS=$WORK/mnt-s3fs
+MNT=$RUNDIR/mnt
+MNT_S3FS=$RUNDIR/mnt-s3fs
+LOCAL=$RUNDIR/local
 SERVER_PID= S3ROLE_PID= S3FS_PID=
 
 is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
@@ -133,25 +187,13 @@ trap 'exit 143' TERM
 for m in "$MNT" "$MNT_S3FS"; do
     if is_mounted "$m"; then say "unmounting a stale mount on $m"; fusermount3 -uz "$m" || umount -l "$m" || true; fi
 done
-rm -rf "$WORK"
+rm -rf "$WORK" "$LOCAL"
 mkdir -p "$WORK" "$MNT" "$MNT_S3FS"
 # pjdfstest runs some steps as the dummy users: they must reach the mount points.
-chmod 755 "$WORK" "$MNT" "$MNT_S3FS"
+chmod 755 "$WORK" "$RUNDIR" "$MNT" "$MNT_S3FS"
+reachable_by_dummies "$MNT" || die "nobody or tests cannot reach $MNT"
 
 # ---- pjdfstest configuration ----------------------------------------------------------------
-# Two unprivileged users, each with its own primary group. pjdfstest defaults to nobody and
-# `tests`; rather than creating a user, take `tests` if it exists, else a system user present
-# on every Debian-like host.
-pick_user() {
-    local u
-    for u in "$@"; do
-        if id "$u" >/dev/null 2>&1 && [[ $(id -u "$u") -ne 0 ]]; then echo "$u"; return; fi
-    done
-    return 1
-}
-U1=$(pick_user nobody) || die "no user nobody"
-U2=$(pick_user tests daemon bin sys) || die "no second unprivileged user (create one: useradd tests)"
-[[ $(id -g "$U1") -ne $(id -g "$U2") ]] || die "$U1 and $U2 share a primary group"
 CONFIG=$WORK/pjdfstest.toml
 cat >"$CONFIG" <<EOF
 # Generated by scripts/pjdfstest.sh. The features are those of pjdfstest's own Linux (ext4)
@@ -168,10 +210,7 @@ naptime = $NAPTIME
 allow_remount = false
 
 [dummy_auth]
-entries = [
-    ["$U1", "$(id -gn "$U1")"],
-    ["$U2", "$(id -gn "$U2")"],
-]
+entries = [["nobody", "nogroup"], ["tests", "tests"]]
 EOF
 
 # ---- server ---------------------------------------------------------------------------------
@@ -282,12 +321,12 @@ pjdfstest_in() {
 CASES=$WORK/cases.txt
 LOCAL_LOG=$REPO/target/pjdfstest-local.log
 sed 's/^naptime = .*/naptime = 0.01/' "$CONFIG" >"$WORK/pjdfstest-local.toml"
-mkdir -m 755 "$WORK/local"
+mkdir -m 755 "$LOCAL"
 : >"$LOCAL_LOG"
-PJD_CONFIG=$WORK/pjdfstest-local.toml pjdfstest_in "$LOCAL_LOG" "$WORK/local" -- "${PATTERNS[@]}" || true
+PJD_CONFIG=$WORK/pjdfstest-local.toml pjdfstest_in "$LOCAL_LOG" "$LOCAL" -- "${PATTERNS[@]}" || true
 grep -q '^Summary: ' "$LOCAL_LOG" || { tail -n 20 "$LOCAL_LOG" >&2; die "pjdfstest does not run on the local disk (see $LOCAL_LOG)"; }
 reported "$LOCAL_LOG" | sort >"$CASES"
-LOCAL_FS=$(stat -f -c %T "$WORK/local")
+LOCAL_FS=$(stat -f -c %T "$LOCAL")
 say "reference run on the local disk ($LOCAL_FS): $(grep '^Summary: ' "$LOCAL_LOG" | sed 's/^Summary: //')"
 
 declare -A PASSED FAILED SKIPPED CRASHES INCOMPLETE TOOK
