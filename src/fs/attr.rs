@@ -20,6 +20,8 @@ pub const S_IFSOCK: u32 = 0o140000;
 pub const S_IFCHR: u32 = 0o020000;
 /// Block device.
 pub const S_IFBLK: u32 = 0o060000;
+/// Set-group-ID bit: on a directory, new entries take its group (and new directories the bit).
+pub const S_ISGID: u16 = 0o2000;
 
 /// The kinds of inode the filesystem shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -371,7 +371,8 @@ impl<S: ObjectStore> Fs<S> {
             return Err(FsError::Exists);
         }
         self.writes.check_writable(&key).await?;
-        let attr = Attr::new(Kind::File, 0, (mode & 0o7777) as u16, uid, gid, SystemTime::now());
+        let (perm, gid) = self.inherit(parent, Kind::File, (mode & 0o7777) as u16, gid).await?;
+        let attr = Attr::new(Kind::File, 0, perm, uid, gid, SystemTime::now());
         let attr = self.ns.link_new(parent, name, attr);
         if let Err(e) = self.writes.begin(attr.ino, false).await {
             self.ns.unlink(parent, name, None);
@@ -554,3 +555,6 @@ mod resource_tests;
 
 #[cfg(test)]
 mod test_support;
+
+#[cfg(test)]
+mod posix_tests;

@@ -56,6 +56,29 @@ impl SetAttr {
 }
 
 impl<S: ObjectStore> Fs<S> {
+    /// The permission bits and group of a new entry of `kind` that a caller whose group is
+    /// `gid` makes in `parent`, as on a local disk: in a setgid directory it takes the
+    /// directory's group, and a new directory there is setgid too, so a tree shared by a
+    /// group stays the group's whoever writes in it. The kernel leaves this to the
+    /// filesystem.
+    pub(super) async fn inherit(
+        self: &Arc<Self>,
+        parent: u64,
+        kind: Kind,
+        perm: u16,
+        gid: u32,
+    ) -> Result<(u16, u32), FsError> {
+        let dir = match self.ns.attr(parent) {
+            Some(a) => a,
+            None => self.getattr(parent).await?,
+        };
+        if dir.perm & attr::S_ISGID == 0 {
+            return Ok((perm, gid));
+        }
+        let perm = if kind == Kind::Dir { perm | attr::S_ISGID } else { perm };
+        Ok((perm, dir.gid))
+    }
+
     /// Writes the object `key` that stands for new entry `name` of `parent` (a marker,
     /// symlink or special file), with `attr` as its metadata, and records it.
     async fn put_node(
@@ -89,7 +112,8 @@ impl<S: ObjectStore> Fs<S> {
         gid: u32,
     ) -> Result<Attr, FsError> {
         let marker = self.ns.new_key(parent, name, Kind::Dir)?;
-        let attr = Attr::new(Kind::Dir, 0, (mode & 0o7777) as u16, uid, gid, SystemTime::now());
+        let (perm, gid) = self.inherit(parent, Kind::Dir, (mode & 0o7777) as u16, gid).await?;
+        let attr = Attr::new(Kind::Dir, 0, perm, uid, gid, SystemTime::now());
         let attr = self.put_node(parent, name, &marker, attr, Bytes::new()).await?;
         // Nothing was under the name (put_node made sure): the new directory is empty, so
         // the lookups and creates that usually follow a mkdir need no listing, and the role
@@ -110,7 +134,8 @@ impl<S: ObjectStore> Fs<S> {
         gid: u32,
     ) -> Result<Attr, FsError> {
         let key = self.ns.new_key(parent, name, Kind::Symlink)?;
-        let attr = Attr::new(Kind::Symlink, target.len() as u64, 0o777, uid, gid, SystemTime::now());
+        let (perm, gid) = self.inherit(parent, Kind::Symlink, 0o777, gid).await?;
+        let attr = Attr::new(Kind::Symlink, target.len() as u64, perm, uid, gid, SystemTime::now());
         self.put_node(parent, name, &key, attr, Bytes::copy_from_slice(target.as_bytes()))
             .await
     }
@@ -127,6 +152,7 @@ impl<S: ObjectStore> Fs<S> {
         (uid, gid): (u32, u32),
     ) -> Result<Attr, FsError> {
         let key = self.ns.new_key(parent, name, kind)?;
+        let (perm, gid) = self.inherit(parent, kind, perm, gid).await?;
         let attr = Attr {
             rdev,
             ..Attr::new(kind, 0, perm, uid, gid, SystemTime::now())
