@@ -94,7 +94,8 @@ pub struct Attr {
     pub ctime: SystemTime,
     /// Device number of a device file.
     pub rdev: u32,
-    /// Link count: 2 for directories, 1 for anything else, 0 once unlinked while open.
+    /// Link count: for a directory 2 plus its subdirectories, 1 for anything else, 0 once
+    /// unlinked while open.
     pub nlink: u32,
 }
 

@@ -120,6 +120,7 @@ impl<S: ObjectStore> Fs<S> {
         // may write in it.
         self.ns.meta().new_empty_dir(&marker, attr.mtime);
         self.writes.wrote_in(&format!("{marker}."));
+        self.ns.subdir_changed(parent, true);
         Ok(attr)
     }
 
@@ -185,6 +186,7 @@ impl<S: ObjectStore> Fs<S> {
         self.ns.meta().drop_listing(&marker);
         self.ns.unlink(parent, name, None);
         self.ns.touch(parent, true);
+        self.ns.subdir_changed(parent, false);
         Ok(())
     }
 
@@ -290,6 +292,14 @@ impl<S: ObjectStore> Fs<S> {
             }
             self.rename_dir(&from, (parent, name), (newparent, newname), &dst_key)
                 .await?;
+            // The old parent loses a subdirectory unless it only changed its name; the new
+            // one gains it unless it replaced one.
+            if to.is_some() || parent != newparent {
+                self.ns.subdir_changed(parent, false);
+            }
+            if to.is_none() && parent != newparent {
+                self.ns.subdir_changed(newparent, true);
+            }
         } else {
             if to.as_ref().is_some_and(|t| t.kind == Kind::Dir) {
                 return Err(FsError::IsDir);

@@ -1,5 +1,5 @@
 //! The POSIX rules the kernel leaves to the filesystem, which users sharing a mount
-//! (`--allow-other`) depend on: the group of new entries.
+//! (`--allow-other`) depend on: the group of new entries, and the link count of directories.
 
 use super::test_support::fs_rw as fs_over;
 use super::*;
@@ -8,6 +8,10 @@ use crate::store::mem::MemStore;
 
 fn stored_gid(store: &MemStore, key: &str) -> Option<String> {
     store.get(key).and_then(|(_, m, _)| m.get("gid").cloned())
+}
+
+async fn nlink(fs: &Arc<Fs<MemStore>>, ino: u64) -> u32 {
+    fs.getattr(ino).await.map(|a| a.nlink).unwrap_or(0)
 }
 
 #[tokio::test]
@@ -55,4 +59,47 @@ async fn a_setgid_directory_from_s3_passes_its_group_on() {
     assert_eq!(team.perm, 0o2775);
     let d = fs.mkdir(team.ino, "d", 0o750, 1000, 1000).await.unwrap();
     assert_eq!((d.gid, d.perm), (77, 0o2750));
+}
+
+#[tokio::test]
+async fn a_directory_counts_its_subdirectories_in_its_links() {
+    let store = Arc::new(MemStore::new());
+    let fs = fs_over(store.clone());
+    let a = fs.mkdir(ROOT_INO, "a", 0o755, 0, 0).await.unwrap();
+    let b = fs.mkdir(ROOT_INO, "b", 0o755, 0, 0).await.unwrap();
+    assert_eq!(a.nlink, 2);
+    fs.mkdir(a.ino, "s", 0o755, 0, 0).await.unwrap();
+    fs.mkdir(a.ino, "t", 0o755, 0, 0).await.unwrap();
+    let (_, fh) = fs.create(a.ino, "file", 0o644, 0, 0).await.unwrap();
+    fs.release(fh).await;
+    assert_eq!((nlink(&fs, a.ino).await, nlink(&fs, b.ino).await), (4, 2));
+
+    // A rename moves the subdirectory's `..` from one parent to the other.
+    fs.rename(a.ino, "s", b.ino, "s", false).await.unwrap();
+    assert_eq!((nlink(&fs, a.ino).await, nlink(&fs, b.ino).await), (3, 3));
+    // Within one parent nothing changes; onto an empty directory the parent loses one.
+    fs.rename(a.ino, "t", a.ino, "u", false).await.unwrap();
+    assert_eq!(nlink(&fs, a.ino).await, 3);
+    fs.mkdir(b.ino, "v", 0o755, 0, 0).await.unwrap();
+    assert_eq!(nlink(&fs, b.ino).await, 4);
+    fs.rename(b.ino, "v", b.ino, "s", false).await.unwrap();
+    assert_eq!(nlink(&fs, b.ino).await, 3);
+    fs.rmdir(b.ino, "s").await.unwrap();
+    assert_eq!(nlink(&fs, b.ino).await, 2);
+    // A directory renamed onto an empty one elsewhere: the old parent loses one, the new
+    // one keeps its count.
+    fs.mkdir(b.ino, "w", 0o755, 0, 0).await.unwrap();
+    fs.rename(a.ino, "u", b.ino, "w", false).await.unwrap();
+    assert_eq!((nlink(&fs, a.ino).await, nlink(&fs, b.ino).await), (2, 3));
+
+    // Subdirectories another client made are counted once the directory is listed, and
+    // the count stays after the listing's time.
+    store.put("b/x/", "", Metadata::new());
+    store.put("b/y/z", "z", Metadata::new());
+    let fresh = fs_over(store);
+    let b2 = fresh.lookup(ROOT_INO, "b").await.unwrap();
+    let fh = fresh.opendir(b2.ino).await.unwrap();
+    fresh.releasedir(fh);
+    assert_eq!(nlink(&fresh, b2.ino).await, 5, "w, x and y");
+    assert_eq!(fresh.lookup(ROOT_INO, "b").await.unwrap().nlink, 5);
 }

@@ -85,6 +85,12 @@ pub struct Namespace<S: ObjectStore> {
     mounted_at: SystemTime,
 }
 
+/// The link count of the directory `listing` shows: 2 and one per subdirectory.
+fn subdir_nlink(listing: &Listing) -> u32 {
+    let subdirs = listing.entries.iter().filter(|e| e.kind == Kind::Dir).count();
+    2u32.saturating_add(u32::try_from(subdirs).unwrap_or(u32::MAX))
+}
+
 fn join(parent: &str, name: &str) -> String {
     if parent.is_empty() {
         name.to_owned()
@@ -349,9 +355,41 @@ impl<S: ObjectStore> Namespace<S> {
         }
     }
 
+    /// A directory's link count: 2, plus one for each subdirectory (its `..`). It comes from
+    /// a fresh listing of the directory when there is one, else it is the count last known
+    /// here, which this mount's own mkdir, rmdir and rename keep up to date; 2 for a
+    /// directory never listed. Counting costs no request.
+    fn dir_nlink(&self, t: &InodeTable, ino: u64) -> u32 {
+        let listing = t
+            .path(ino)
+            .and_then(|path| self.meta.cached_listing(&self.prefix_for(&path)));
+        match listing {
+            Some(l) => subdir_nlink(&l),
+            None => t
+                .get(ino)
+                .and_then(|n| n.stat.as_ref())
+                .map_or(2, |s| s.attr.nlink.max(2)),
+        }
+    }
+
+    /// A subdirectory of `dir` came (`added`) or went, through this mount: its link count.
+    pub fn subdir_changed(&self, dir: u64, added: bool) {
+        if let Some(stat) = self.table().get_mut(dir).and_then(|n| n.stat.as_mut()) {
+            let n = stat.attr.nlink;
+            stat.attr.nlink = if added {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1).max(2)
+            };
+        }
+    }
+
     /// Records what S3 said about inode `ino` in its table entry; returns its attributes.
     fn record(&self, t: &mut InodeTable, ino: u64, found: Found) -> Attr {
         let mut attr = Attr { ino, ..found.attr };
+        if attr.kind == Kind::Dir {
+            attr.nlink = self.dir_nlink(t, ino);
+        }
         if let Some(node) = t.get_mut(ino)
             && !found.local
         {
@@ -464,6 +502,9 @@ impl<S: ObjectStore> Namespace<S> {
         let hidden = lock(&self.hidden).clone();
         let now = Instant::now();
         let mut t = self.table();
+        if let Some(stat) = t.get_mut(ino).and_then(|n| n.stat.as_mut()) {
+            stat.attr.nlink = subdir_nlink(&listing);
+        }
         let _ = t.expire_listed(now, self.cfg.metadata_ttl);
         let local_children: Vec<(u64, Arc<str>, Kind)> = t
             .children_of(ino)
