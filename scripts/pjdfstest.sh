@@ -47,8 +47,6 @@ REPO=$(pwd)
 export LC_ALL=C
 
 PJD_VERSION=0.2.2
-TOOLS=$REPO/target/tools
-PJD=$TOOLS/bin/pjdfstest
 WORK=$REPO/target/pjdfstest
 RUN_S3ROLE=1
 RUN_S3FS=0
@@ -82,17 +80,10 @@ if (( RUN_S3FS )); then command -v s3fs >/dev/null || die "s3fs is missing (apt-
 grep -qs '^user_allow_other' /etc/fuse.conf || say "note: /etc/fuse.conf has no user_allow_other (fine as root)"
 
 # ---- tools ----------------------------------------------------------------------------------
-if ! "$PJD" --version 2>/dev/null | grep -q " $PJD_VERSION\$"; then
-    say "installing pjdfstest $PJD_VERSION into $TOOLS (a minute or two)..."
-    cargo install pjdfstest --version "$PJD_VERSION" --locked --root "$TOOLS" --quiet
-fi
-python3 -c 'import moto' 2>/dev/null || pip install -q 'moto[server]==5.2.1'
-S3ROLE=${S3ROLE_BIN:-$REPO/target/release/s3role}
-if (( RUN_S3ROLE )) && [[ -z ${S3ROLE_BIN:-} ]]; then
-    say "building s3role (release)..."
-    cargo build --release --quiet --bin s3role
-fi
-if (( RUN_S3ROLE )); then [[ -x $S3ROLE ]] || die "no s3role binary at $S3ROLE"; fi
+# shellcheck source=testserver/start.sh
+source scripts/testserver/start.sh
+PJD=$(testserver_tool pjdfstest "$PJD_VERSION") || die "could not install pjdfstest"
+if (( RUN_S3ROLE )); then S3ROLE=$(testserver_s3role) || die "no s3role to test"; fi
 
 # ---- dummy users ----------------------------------------------------------------------------
 # pjdfstest's own dummy users: nobody (group nogroup) and tests (group tests). The cases that
@@ -149,34 +140,18 @@ MNT_S3FS=$RUNDIR/mnt-s3fs
 LOCAL=$RUNDIR/local
 SERVER_PID= S3ROLE_PID= S3FS_PID=
 
-is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+is_mounted() { testserver_is_mounted "$1"; }
 
-unmount() {
-    local mnt=$1 pid=$2
-    if is_mounted "$mnt"; then
-        fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
-    fi
-    if [[ -n $pid ]]; then
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-}
+unmount() { testserver_unmount "$@"; }
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [[ -n ${PJD_RUN_PID:-} ]]; then
-        kill "$PJD_RUN_PID" 2>/dev/null || true
-        wait "$PJD_RUN_PID" 2>/dev/null || true
-    fi
+    testserver_stop "${PJD_RUN_PID:-}"
     unmount "$MNT" "$S3ROLE_PID"
     unmount "$MNT_S3FS" "$S3FS_PID"
     rm -f "$WORK/s3fs.passwd"
-    if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    testserver_stop "$SERVER_PID"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -215,10 +190,9 @@ EOF
 
 # ---- server ---------------------------------------------------------------------------------
 say "starting the local S3+STS+IAM server..."
-# shellcheck source=testserver/start.sh
-source scripts/testserver/start.sh
 testserver_start "$WORK/world.json" "$WORK/server.log" || die "the test server did not start"
 eval "$(testserver_settings "$WORK/world.json" writer)"
+testserver_as_alice
 say "server at $EP; role $ROLE"
 
 # Directory markers for both mount roots, as s3fs writes them (mode 040755, owned by root),
@@ -250,22 +224,20 @@ mount_fs() {
     case $1 in
     s3role)
         say "mounting data:/pjd on ${MNT#"$REPO"/} through role writer as alice..."
-        env AWS_ACCESS_KEY_ID="$ALICE_AK" AWS_SECRET_ACCESS_KEY="$ALICE_SK" \
-            AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
-            RUST_LOG="$LOGLEVEL" RUST_BACKTRACE=1 NO_COLOR=1 \
-            "$S3ROLE" mount data:/pjd "$MNT" -f \
+        local mounted=1
+        RUST_LOG=$LOGLEVEL RUST_BACKTRACE=1 NO_COLOR=1 \
+            testserver_mount data:/pjd "$MNT" "$WORK/s3role.log" \
             --endpoint-url "$EP" --sts-endpoint "$EP" --path-style --region "$REGION" \
             --role-arn "$ROLE" --external-id "$EXT" --role-session-name pjdfstest \
-            --allow-other --metadata-ttl 1 --staging-dir "$WORK" \
-            >>"$WORK/s3role.log" 2>&1 &
-        S3ROLE_PID=$!
-        wait_mounted "$MNT" "$S3ROLE_PID" "$WORK/s3role.log"
+            --allow-other --metadata-ttl 1 --staging-dir "$WORK" || mounted=0
+        S3ROLE_PID=$MOUNT_PID
+        (( mounted )) || die "s3role did not mount"
         ;;
     s3fs)
         printf '%s:%s\n' "$ADMIN_AK" "$ADMIN_SK" >"$WORK/s3fs.passwd"
         chmod 600 "$WORK/s3fs.passwd"
         say "mounting data:/pjd-s3fs on ${MNT_S3FS#"$REPO"/} with s3fs (admin keys)..."
-        s3fs data:/pjd-s3fs "$MNT_S3FS" -f \
+        env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY s3fs data:/pjd-s3fs "$MNT_S3FS" -f \
             -o "url=$EP,use_path_request_style,endpoint=$REGION,allow_other" \
             -o "passwd_file=$WORK/s3fs.passwd,dbglevel=warn" \
             >>"$WORK/s3fs.log" 2>&1 &

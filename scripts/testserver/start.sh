@@ -1,5 +1,47 @@
-# Sourced by the project's scripts (demo, soak, pjdfstest, package test) to run the local
-# S3+STS+IAM server (s3role_moto.py) the same way everywhere. Run from the repository root.
+# Sourced by the project's scripts (demo, soak, pjdfstest, fsx, package test) to run the local
+# S3+STS+IAM server (s3role_moto.py), and mounts of it, the same way everywhere. Run from the
+# repository root.
+
+# testserver_tool CRATE VERSION
+#   Prints the path of the binary of crates.io CRATE VERSION in target/tools, installing it
+#   there first (cargo install, a minute or two) if it is missing or another version; also
+#   makes sure python3 has moto for the server.
+testserver_tool() {
+    local bin=$PWD/target/tools/bin/$1
+    if ! "$bin" --version 2>/dev/null | grep -q " $2\$"; then
+        echo "installing $1 $2 into target/tools (a minute or two)..." >&2
+        cargo install "$1" --version "$2" --locked --root target/tools --quiet >&2 || return 1
+    fi
+    python3 -c 'import moto' 2>/dev/null || pip install -q 'moto[server]==5.2.1' >&2 || return 1
+    echo "$bin"
+}
+
+# testserver_s3role
+#   Prints the s3role binary to test: $S3ROLE_BIN if set, else target/release/s3role, built
+#   first.
+testserver_s3role() {
+    if [[ -z ${S3ROLE_BIN:-} ]]; then
+        echo "building s3role (release)..." >&2
+        cargo build --release --quiet --bin s3role >&2 || return 1
+    fi
+    local bin=${S3ROLE_BIN:-$PWD/target/release/s3role}
+    [[ -x $bin ]] || { echo "no s3role binary at $bin" >&2; return 1; }
+    echo "$bin"
+}
+
+# testserver_wait PID COMMAND...
+#   Runs COMMAND every 0.2 s until it succeeds, process PID exits or 60 s have passed;
+#   returns COMMAND's last status.
+testserver_wait() {
+    local pid=$1 _
+    shift
+    for _ in $(seq 1 300); do
+        if "$@"; then return 0; fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    "$@"
+}
 
 # testserver_start WORLD LOG [s3role_moto.py options...]
 #   Starts the server on a free port in the background (its pid in SERVER_PID) and returns
@@ -9,12 +51,7 @@ testserver_start() {
     shift 2
     python3 scripts/testserver/s3role_moto.py --port 0 --quiet --world-out "$world" "$@" >"$log" 2>&1 &
     SERVER_PID=$!
-    local _
-    for _ in $(seq 1 300); do
-        [[ -s $world ]] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.2
-    done
+    testserver_wait "$SERVER_PID" test -s "$world" && return 0
     echo "the local S3+STS server did not start; its log:" >&2
     tail -n 20 "$log" >&2
     return 1
@@ -61,14 +98,39 @@ s3.put_object(Bucket="data", Key=f"{prefix}/big.seed", Body=b"424242")
 PY
 }
 
+# testserver_is_mounted DIR
+#   Whether DIR is a mount point now.
+testserver_is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+
+# testserver_stop PID
+#   Stops background job PID, if PID is set, and reaps it.
+testserver_stop() {
+    [[ -n ${1:-} ]] || return 0
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# testserver_unmount DIR [PID]
+#   Unmounts DIR if it is mounted, then gives its daemon PID (if set) 5 s to exit before
+#   stopping it.
+testserver_unmount() {
+    local dir=$1 pid=${2:-} _
+    if testserver_is_mounted "$dir"; then
+        fusermount3 -u "$dir" 2>/dev/null || fusermount3 -uz "$dir" 2>/dev/null || umount -l "$dir" 2>/dev/null || true
+    fi
+    [[ -n $pid ]] || return 0
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    testserver_stop "$pid"
+}
+
 # testserver_mount SOURCE MOUNTPOINT LOG [s3role mount options...]
 #   Runs "$S3ROLE" mount in the foreground of a background job (its pid in MOUNT_PID), logging
-#   to LOG, and returns once the mount is live; if it is not within 30 s, prints LOG and
-#   returns 1.
+#   to the end of LOG, and returns once the mount is live; if it is not within 30 s, prints
+#   LOG and returns 1.
 testserver_mount() {
     local source=$1 mnt=$2 log=$3
     shift 3
-    "$S3ROLE" mount "$source" "$mnt" -f "$@" 2>"$log" &
+    "$S3ROLE" mount "$source" "$mnt" -f "$@" 2>>"$log" &
     MOUNT_PID=$!
     local _
     for _ in $(seq 1 300); do mountpoint -q "$mnt" && return 0; sleep 0.1; done
