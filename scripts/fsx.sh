@@ -8,8 +8,9 @@
 # Variants (all four by default), each on a fresh file of its own:
 #   default      fsx's own mix: pread, pwrite, mmap read, mmap write, ftruncate
 #   nommap       the same without mmap reads and writes (C fsx -R -W)
-#   closeopen    the default mix, and the file closed and reopened now and then (C fsx -c):
-#                every close uploads the file, every open starts from the uploaded object
+#   closeopen    the default mix, and the file closed and reopened after about one
+#                operation in 11 (C fsx -c 11): every close uploads the file, and the next
+#                open often comes before the kernel has released the last handle
 #   notruncate   the default mix without ftruncate
 #
 # Environment:
