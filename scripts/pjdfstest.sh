@@ -29,6 +29,15 @@
 # mounted again and the cases not yet run go on; the summary says how many times it died.
 # A full run takes about 3 minutes for s3role and 5 for s3fs, plus the builds.
 #
+# Where s3role stands: 326 passed, 49 failed, 23 skipped of 398 (ext4: 376 passed, 22
+# skipped). Skipped besides ext4's 22: link::link_count_max (LINK_MAX is not known). Every
+# failure is one of S3's limits:
+#   35  need hard links, which S3 cannot have: link::{changed_ctime_success,remove_link,
+#       share_metadata}::*, rename::{preserve_metadata,to_multiply_linked}::*,
+#       unlink::{update_ctime_success,unchanged_ctime_failed}::* (they make a hard link first)
+#   14  *::enametoolong_path: they create a path of PATH_MAX-1 (4,095) bytes first, and S3
+#       keys stop at 1,024 bytes, so s3role answers ENAMETOOLONG long before
+#
 # What it leaves behind:
 #   target/pjdfstest.log          full pjdfstest output for s3role
 #   target/pjdfstest-s3fs.log     the same for s3fs (with --s3fs)
