@@ -192,6 +192,18 @@ fn a_read_only_role_on_a_read_write_mount_gets_eacces() {
         "chmod",
     );
     eacces(std::fs::create_dir(m.join("d")), "mkdir");
+    eacces(std::os::unix::fs::symlink("existing.txt", m.join("link")), "symlink");
+    let fifo = std::ffi::CString::new(m.join("fifo").display().to_string()).expect("path");
+    // SAFETY: fifo is a valid C string.
+    let made = unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) };
+    eacces(
+        if made == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        },
+        "mknod",
+    );
     m.unmount();
     assert_eq!(keys_under(s, "w3/"), vec!["w3/existing.txt".to_string()]);
     assert_eq!(object(s, "w3/existing.txt").expect("object").0, b"original");
