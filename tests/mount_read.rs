@@ -256,3 +256,22 @@ fn denied_keys_give_eacces_and_writes_erofs() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     m.unmount();
 }
+
+#[test]
+fn a_random_4_kib_read_costs_one_get_of_at_most_64_kib() {
+    let s = server();
+    let data = pattern(8 << 20, 13);
+    s.put("data", "random/big.bin", data.clone(), &[]);
+    let m = Mount::start(s, "alice", "data:/random", &s.reader_args()).expect("mount");
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(m.join("big.bin")).expect("open");
+    let at = 5_000_000u64;
+    let mut buf = vec![0u8; 4096];
+    f.read_exact_at(&mut buf, at).expect("pread");
+    assert!(buf[..] == data[at as usize..at as usize + 4096]);
+    drop(f);
+    let gets = s.gets_of("data", "random/big.bin");
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert!(range_bytes(&gets) <= 64 << 10, "{gets:?}");
+    m.unmount();
+}

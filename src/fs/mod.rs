@@ -99,7 +99,7 @@ impl Default for FsConfig {
             read_only: false,
             metadata_ttl: Duration::from_secs(10),
             cache_bytes: 512 << 20,
-            block_size: 256 << 10,
+            block_size: 64 << 10,
             max_prefetch: 128 << 20,
             max_request: 8 << 20,
             head_concurrency: 64,
