@@ -283,7 +283,7 @@ pub struct FileArgs {
     /// Seconds listings and attributes are trusted before S3 is asked again.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub metadata_ttl: u64,
-    /// Directory for files being written (staged there until close or fsync) [default: $TMPDIR or /tmp].
+    /// Directory for files written out of order (staged there until close or fsync; a file written front to back stays in memory) [default: $TMPDIR or /tmp].
     #[arg(long, value_name = "DIR")]
     pub staging_dir: Option<PathBuf>,
     /// Most bytes staged at once; writes beyond get ENOSPC.

@@ -127,6 +127,22 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// The process (thread group) of the thread the kernel names in a request, from
+/// `/proc/PID/status`; `None` if it is not known (0: a thread outside this daemon's PID
+/// namespace, or one that has exited). Threads of one program open and close a file from
+/// different threads, so handles are matched by process, not thread. procfs answers from
+/// memory, so this read does not wait on a disk.
+fn process_of(thread: u32) -> Option<u32> {
+    if thread == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{thread}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn name_of(name: &OsStr) -> Option<String> {
     name.to_str().map(str::to_owned)
 }
@@ -343,13 +359,17 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         reply.error(Errno::EPERM);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let fs = self.fs.clone();
+        let opener = write.then(|| process_of(req.pid())).flatten();
         self.rt.spawn(async move {
             match fs.open(ino.0, write || truncate, truncate).await {
                 Ok((fh, caching)) => {
+                    if let Some(opener) = opener {
+                        fs.opened_by(fh, opener);
+                    }
                     let mut flags = FopenFlags::empty();
                     if caching.keep {
                         flags |= FopenFlags::FOPEN_KEEP_CACHE;
@@ -406,10 +426,11 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         });
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
         let fs = self.fs.clone();
+        let closer = process_of(req.pid());
         self.rt.spawn(async move {
-            match fs.flush(fh.0).await {
+            match fs.flush_by(fh.0, closer).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -528,9 +549,15 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
             return reply.error(Errno::EINVAL);
         };
         let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
+        let opener = process_of(req.pid());
         self.rt.spawn(async move {
             match fs.create(parent.0, &name, mode & !umask, uid, gid).await {
-                Ok((a, fh)) => reply.created(&ttl, &file_attr(&a), Generation(0), FileHandle(fh), FopenFlags::empty()),
+                Ok((a, fh)) => {
+                    if let Some(opener) = opener {
+                        fs.opened_by(fh, opener);
+                    }
+                    reply.created(&ttl, &file_attr(&a), Generation(0), FileHandle(fh), FopenFlags::empty())
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });

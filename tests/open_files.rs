@@ -156,7 +156,8 @@ fn a_shell_redirect_on_a_read_only_role_fails_where_the_shell_sees_it() {
 }
 
 #[test]
-fn a_full_staging_disk_gives_enospc() {
+fn a_full_staging_disk_gives_enospc_and_files_written_front_to_back_need_none() {
+    use std::os::unix::fs::FileExt;
     // SAFETY: geteuid cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: mounting a small tmpfs for the staging directory needs root");
@@ -174,12 +175,31 @@ fn a_full_staging_disk_gives_enospc() {
     let mut args = s.writer_args();
     args.extend(["--staging-dir".into(), staging.path().display().to_string()]);
     let m = Mount::start(s, "alice", "data:/enospc", &args).expect("mount");
-    let err = std::fs::write(m.join("big"), pattern(4 << 20, 9)).expect_err("the staging disk is full");
+    // Written front to back, a file far larger than the staging disk goes up from memory,
+    // even when a program starts another midway: the child's exec closes the descriptor it
+    // inherited, and that close must not end the upload (it would go on in a staging file).
+    let big = pattern(64 << 20, 9);
+    let mut f = std::fs::File::create(m.join("big")).expect("create");
+    f.write_all(&big[..32 << 20]).expect("the first half");
+    assert!(Command::new("true").status().expect("run true").success());
+    assert!(object(s, "enospc/big").is_none(), "a child's close does not upload");
+    if let Err(e) = f.write_all(&big[32 << 20..]) {
+        panic!("a file written front to back needs no staging: {e}\n{}", m.log());
+    }
+    drop(f);
+    // Written out of order, a file is staged on disk, and the full disk says so.
+    let f = std::fs::File::create(m.join("scattered")).expect("create");
+    f.write_all_at(b"end", 4 << 20).expect("a write past the end");
+    let err = f
+        .write_all_at(&big[..4 << 20], 0)
+        .expect_err("the staging disk is full");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    drop(f);
     std::fs::write(m.join("small"), b"fits").expect("a small file still fits");
     m.unmount();
     let _ = Command::new("umount").arg(staging.path()).status();
     assert_eq!(object(s, "enospc/small").expect("small").0, b"fits");
+    assert!(object(s, "enospc/big").expect("big").0 == big, "big, byte for byte");
 }
 
 #[test]

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use namespace::{Namespace, NamespaceConfig, ObjectVersion};
 use read::{ReadConfig, ReadStream, Reads, Source};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use write::{WriteConfig, Writes};
@@ -160,6 +160,9 @@ enum View {
 struct Handle {
     ino: u64,
     writable: bool,
+    /// The process that opened it (0: not known): closes from other processes that share
+    /// the descriptor (a child's exec closing what fork gave it) do not upload.
+    opener: AtomicU32,
     view: View,
     stream: ReadStream,
 }
@@ -321,6 +324,7 @@ impl<S: ObjectStore> Fs<S> {
             };
             let fh = self.add_handle(Handle {
                 ino,
+                opener: AtomicU32::new(0),
                 writable: false,
                 view,
                 stream: ReadStream::default(),
@@ -342,6 +346,7 @@ impl<S: ObjectStore> Fs<S> {
         }
         let fh = self.add_handle(Handle {
             ino,
+            opener: AtomicU32::new(0),
             writable: true,
             view: View::Staged,
             stream: ReadStream::default(),
@@ -381,6 +386,7 @@ impl<S: ObjectStore> Fs<S> {
         self.ns.touch(parent, true);
         let fh = self.add_handle(Handle {
             ino: attr.ino,
+            opener: AtomicU32::new(0),
             writable: true,
             view: View::Staged,
             stream: ReadStream::default(),
@@ -420,11 +426,33 @@ impl<S: ObjectStore> Fs<S> {
     /// close(2) of one descriptor: uploads the file if it changed, so the error reaches the
     /// program.
     pub async fn flush(self: &Arc<Self>, fh: u64) -> Result<(), FsError> {
+        self.flush_by(fh, None).await
+    }
+
+    /// close(2) by process `closer`: uploads only if it is the process that opened the
+    /// handle (or either is unknown). Every fork gives the child the parent's descriptors,
+    /// and the child's exec or exit closes them; uploading then would end a stream midway
+    /// through the parent's writing. The parent's own close, and the last release, upload.
+    pub async fn flush_by(self: &Arc<Self>, fh: u64, closer: Option<u32>) -> Result<(), FsError> {
         let h = self.handle(fh)?;
         if !h.writable {
             return Ok(());
         }
+        let opener = h.opener.load(Ordering::Relaxed);
+        if let Some(closer) = closer
+            && opener != 0
+            && opener != closer
+        {
+            return Ok(());
+        }
         self.writes.flush(h.ino).await
+    }
+
+    /// Records which process opened `fh`, for [`Fs::flush_by`].
+    pub fn opened_by(&self, fh: u64, opener: u32) {
+        if let Some(h) = lock(&self.handles).get(&fh) {
+            h.opener.store(opener, Ordering::Relaxed);
+        }
     }
 
     /// fsync(2): returns once S3 holds what the file holds, whichever descriptor it is
@@ -511,6 +539,11 @@ impl<S: ObjectStore> Fs<S> {
     /// Bytes held in staging files now.
     pub fn staged_bytes(&self) -> u64 {
         self.writes.staged_bytes()
+    }
+
+    /// Staging files made since the mount started: a file written front to back needs none.
+    pub fn staging_files_made(&self) -> u64 {
+        self.writes.staging_files_made()
     }
 
     /// Bytes held by the block cache.

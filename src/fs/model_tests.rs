@@ -16,15 +16,44 @@ const SLOTS: usize = 3;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Open { file: usize, slot: usize, write: bool },
-    Write { slot: usize, offset: u16, len: u16 },
-    Read { slot: usize },
-    Close { slot: usize },
-    Truncate { file: usize, size: u16 },
-    Rename { from: usize, to: usize },
-    RenameDir { from: usize },
-    Unlink { file: usize },
-    Mkdir { dir: usize },
+    Open {
+        file: usize,
+        slot: usize,
+        write: bool,
+    },
+    Write {
+        slot: usize,
+        offset: u16,
+        len: u16,
+    },
+    /// Megabytes at the end of the file, so that parts go up while it is written.
+    Append {
+        slot: usize,
+        len: u32,
+    },
+    Read {
+        slot: usize,
+    },
+    Close {
+        slot: usize,
+    },
+    Truncate {
+        file: usize,
+        size: u16,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+    },
+    RenameDir {
+        from: usize,
+    },
+    Unlink {
+        file: usize,
+    },
+    Mkdir {
+        dir: usize,
+    },
 }
 
 /// Mostly the first two names, so handles often meet on one file.
@@ -38,6 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (file.clone(), slot.clone(), any::<bool>()).prop_map(|(file, slot, write)| Op::Open { file, slot, write }),
         4 => (slot.clone(), 0u16..6000, 1u16..3000).prop_map(|(slot, offset, len)| Op::Write { slot, offset, len }),
+        3 => (slot.clone(), (1u32 << 20)..(6 << 20)).prop_map(|(slot, len)| Op::Append { slot, len }),
         4 => slot.clone().prop_map(|slot| Op::Read { slot }),
         4 => slot.prop_map(|slot| Op::Close { slot }),
         1 => (file.clone(), 0u16..6000).prop_map(|(file, size)| Op::Truncate { file, size }),
@@ -162,6 +192,8 @@ async fn run(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
         c.block_size = 4096;
         c.max_request = 16384;
         c.cache_bytes = 64 << 10;
+        // Room for two files' parts in memory: more spill to staging files.
+        c.upload_memory = 20 << 20;
     });
     let mut m = Model::default();
     for (step, op) in ops.into_iter().enumerate() {
@@ -241,6 +273,23 @@ async fn run(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
                     inode.data.resize(end, 0);
                 }
                 inode.data[offset as usize..end].copy_from_slice(&data);
+            }
+            Op::Append { slot, len } => {
+                let Some(h) = m.handles.get(&slot) else { continue };
+                if !h.write {
+                    continue;
+                }
+                let inode = &mut m.inodes[h.inode];
+                let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7) ^ step as u8).collect();
+                store.fail_randomly(0, 0);
+                let mut at = inode.data.len();
+                for chunk in data.chunks(128 << 10) {
+                    if let Err(e) = fs.write(h.fh, at as u64, Bytes::copy_from_slice(chunk)).await {
+                        return Err(TestCaseError::fail(format!("step {step}: append: {e}")));
+                    }
+                    at += chunk.len();
+                }
+                inode.data.extend_from_slice(&data);
             }
             Op::Read { slot } => {
                 let Some(h) = m.handles.get(&slot) else { continue };

@@ -425,3 +425,140 @@ async fn unmount_uploads_what_waits_once_s3_answers() {
     assert_eq!(&store.get("f").unwrap().0[..], b"late");
     assert_eq!(fs.pending_status(), PendingStatus::default());
 }
+
+#[tokio::test]
+async fn a_file_written_front_to_back_is_never_staged_on_disk() {
+    let store = Arc::new(MemStore::new());
+    let fs = fs_rw(store.clone());
+    let (_, fh) = fs.create(ROOT_INO, "big", 0o644, 0, 0).await.unwrap();
+    let data = pattern(64 << 20, 21);
+    for (i, chunk) in data.chunks(1 << 20).enumerate() {
+        fs.write(fh, (i as u64) << 20, Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+        assert_eq!(fs.staged_bytes(), 0);
+    }
+    close(&fs, fh).await.unwrap();
+    let (_, small) = fs.create(ROOT_INO, "small", 0o644, 0, 0).await.unwrap();
+    fs.write(small, 0, Bytes::from_static(b"one put")).await.unwrap();
+    close(&fs, small).await.unwrap();
+    assert_eq!(fs.staging_files_made(), 0, "no staging file at all");
+    assert!(store.get("big").unwrap().0 == data);
+    assert_eq!(&store.get("small").unwrap().0[..], b"one put");
+    let (now, peak) = fs.upload_memory();
+    assert_eq!(now, 0, "the memory goes back");
+    assert!(peak <= FsConfig::default().upload_memory);
+}
+
+#[tokio::test]
+async fn a_file_kept_in_memory_changes_course_without_losing_a_byte() {
+    let store = Arc::new(MemStore::new());
+    let fs = fs_rw(store.clone());
+    let mut want = pattern(12 << 20, 22);
+    // Parts went up (5 MiB each here); then the writer reads back the start, patches a
+    // header, and appends again.
+    let (f, fh) = fs.create(ROOT_INO, "f", 0o644, 0, 0).await.unwrap();
+    for (i, chunk) in want.chunks(1 << 20).enumerate() {
+        fs.write(fh, (i as u64) << 20, Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.open_uploads(), 1, "parts are on their way");
+    assert_eq!(
+        fs.read(fh, 100, 50).await.unwrap(),
+        &want[100..150],
+        "bytes already sent read back"
+    );
+    fs.write(fh, 10, Bytes::from_static(b"HEADER")).await.unwrap();
+    want[10..16].copy_from_slice(b"HEADER");
+    let more = pattern(3 << 20, 23);
+    fs.write(fh, want.len() as u64, Bytes::from(more.clone()))
+        .await
+        .unwrap();
+    want.extend_from_slice(&more);
+    assert_eq!(fs.getattr(f.ino).await.unwrap().size, want.len() as u64);
+    close(&fs, fh).await.unwrap();
+    assert!(store.get("f").unwrap().0 == want, "the object is what was written");
+    assert_eq!(store.open_uploads(), 0);
+    // Truncated to a smaller size after parts went up.
+    let (_, fh) = fs.create(ROOT_INO, "t", 0o644, 0, 0).await.unwrap();
+    let data = pattern(11 << 20, 24);
+    fs.write(fh, 0, Bytes::from(data.clone())).await.unwrap();
+    let t = find(&fs, "t").await.unwrap();
+    fs.setattr(
+        t.ino,
+        SetAttr {
+            size: Some(7 << 20),
+            ..SetAttr::default()
+        },
+    )
+    .await
+    .unwrap();
+    close(&fs, fh).await.unwrap();
+    assert!(store.get("t").unwrap().0 == data[..7 << 20]);
+    // Renamed while parts are on their way: everything lands at the new name.
+    let (_, fh) = fs.create(ROOT_INO, "r", 0o644, 0, 0).await.unwrap();
+    let data = pattern(11 << 20, 25);
+    fs.write(fh, 0, Bytes::from(data.clone())).await.unwrap();
+    fs.rename(ROOT_INO, "r", ROOT_INO, "r2", false).await.unwrap();
+    fs.write(fh, data.len() as u64, Bytes::from_static(b"end"))
+        .await
+        .unwrap();
+    close(&fs, fh).await.unwrap();
+    let mut want = data;
+    want.extend_from_slice(b"end");
+    assert!(store.get("r").is_none());
+    assert!(store.get("r2").unwrap().0 == want);
+    assert_eq!(store.open_uploads(), 0);
+}
+
+#[tokio::test]
+async fn writers_past_the_memory_budget_spill_to_staging_and_lose_nothing() {
+    let store = Arc::new(MemStore::new());
+    let fs = fs_rw_with(store.clone(), |c| c.upload_memory = 12 << 20);
+    let datas: Vec<Vec<u8>> = (0..4).map(|i| pattern(9 << 20, 30 + i)).collect();
+    let mut handles = Vec::new();
+    for i in 0..4 {
+        handles.push(fs.create(ROOT_INO, &format!("w{i}"), 0o644, 0, 0).await.unwrap().1);
+    }
+    // Interleaved, so every file holds memory while the others want more.
+    for n in 0..9usize {
+        for (i, fh) in handles.iter().enumerate() {
+            let chunk = &datas[i][n << 20..(n + 1) << 20];
+            fs.write(*fh, (n as u64) << 20, Bytes::copy_from_slice(chunk))
+                .await
+                .unwrap();
+        }
+    }
+    for fh in handles {
+        close(&fs, fh).await.unwrap();
+    }
+    for (i, data) in datas.iter().enumerate() {
+        assert!(store.get(&format!("w{i}")).unwrap().0 == *data, "w{i}");
+    }
+    assert!(fs.staging_files_made() > 0, "some spilled to staging");
+    assert!(fs.upload_memory().1 <= 12 << 20);
+    assert_eq!(fs.staged_bytes(), 0);
+    assert_eq!(store.open_uploads(), 0);
+}
+
+#[tokio::test]
+async fn only_the_opening_process_uploads_at_close() {
+    let store = Arc::new(MemStore::new());
+    let fs = fs_rw(store.clone());
+    let (_, fh) = fs.create(ROOT_INO, "f", 0o644, 0, 0).await.unwrap();
+    fs.opened_by(fh, 100);
+    fs.write(fh, 0, Bytes::from_static(b"first")).await.unwrap();
+    // A child that inherited the descriptor closes it: nothing goes up yet.
+    fs.flush_by(fh, Some(200)).await.unwrap();
+    assert!(store.get("f").is_none(), "a child's close does not upload");
+    fs.write(fh, 5, Bytes::from_static(b" second")).await.unwrap();
+    // The opener's close, from any of its threads, does.
+    fs.flush_by(fh, Some(100)).await.unwrap();
+    assert_eq!(&store.get("f").unwrap().0[..], b"first second");
+    // A close whose process the kernel did not name uploads too.
+    fs.write(fh, 12, Bytes::from_static(b"!")).await.unwrap();
+    fs.flush_by(fh, None).await.unwrap();
+    assert_eq!(&store.get("f").unwrap().0[..], b"first second!");
+    fs.release(fh).await;
+}

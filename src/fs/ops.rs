@@ -323,7 +323,7 @@ impl<S: ObjectStore> Fs<S> {
         dst_key: &str,
     ) -> Result<(), FsError> {
         let inodes: Vec<u64> = [Some(ino), replaced].into_iter().flatten().collect();
-        let mut held = self.writes.hold_for_move(&inodes).await;
+        let mut held = self.writes.hold_for_move(&inodes).await?;
         let _moving = self.ns.move_guard().await;
         let src_key = self.ns.key_of(ino)?;
         // A file replaced while handles are open on it keeps its object for them until the
@@ -386,7 +386,7 @@ impl<S: ObjectStore> Fs<S> {
                 .filter(|i| t.is_within(*i, from.ino))
                 .collect()
         };
-        let held = self.writes.hold_for_move(&inside).await;
+        let held = self.writes.hold_for_move(&inside).await?;
         let _moving = self.ns.move_guard().await;
         let src_prefix = self.ns.key_of(from.ino)?;
         let etags = self.move_tree(&src_prefix, dst_prefix).await?;

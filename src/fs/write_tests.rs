@@ -160,12 +160,22 @@ async fn past_the_staging_limit_writes_get_enospc_and_nothing_written_is_lost() 
         staging_limit: 2 << 20,
         ..fs_rw(store.clone()).cfg.clone()
     };
+    // Files opened for writing over existing objects are staged on disk (a new file
+    // written front to back is kept in memory instead: that one costs no staging).
+    store.put("a", Vec::new(), Metadata::new());
+    store.put("b", Vec::new(), Metadata::new());
     let fs = Fs::new(store.clone(), cfg);
+    let (_, fresh) = fs.create(ROOT_INO, "fresh", 0o644, 0, 0).await.unwrap();
+    fs.write(fresh, 0, Bytes::from(vec![9u8; 4 << 20])).await.unwrap();
+    assert_eq!(fs.staged_bytes(), 0, "a new file written in order is not staged");
+    fs.release(fresh).await;
     let first = vec![1u8; 3 << 19];
-    let (_, a) = fs.create(ROOT_INO, "a", 0o644, 0, 0).await.unwrap();
+    let a = find(&fs, "a").await.unwrap();
+    let (a, _) = fs.open(a.ino, true, false).await.unwrap();
     fs.write(a, 0, Bytes::from(first.clone())).await.unwrap();
     // The limit is shared by every file being written.
-    let (_, b) = fs.create(ROOT_INO, "b", 0o644, 0, 0).await.unwrap();
+    let b = find(&fs, "b").await.unwrap();
+    let (b, _) = fs.open(b.ino, true, false).await.unwrap();
     let refused = fs.write(b, 0, Bytes::from(vec![2u8; 1 << 20])).await.unwrap_err();
     assert_eq!(refused.errno(), libc::ENOSPC);
     let refused = fs.write(a, 3 << 19, Bytes::from(vec![3u8; 1 << 20])).await.unwrap_err();
@@ -192,11 +202,14 @@ async fn a_failed_upload_fails_close_and_changes_nothing() {
     fs.write(fh, 0, Bytes::from(vec![7u8; 12 << 20])).await.unwrap();
     assert_eq!(fs.flush(fh).await.unwrap_err().errno(), libc::EIO);
     assert_eq!(&store.get("keep").unwrap().0[..], b"original", "no partial object");
-    assert_eq!(store.open_uploads(), 0, "the multipart upload was aborted");
+    // The file was kept in memory: its upload stays open, with the parts S3 refused held
+    // to be sent again.
+    assert_eq!(store.open_uploads(), 1);
     store.fail_parts(false);
     fs.flush(fh).await.expect("a retry succeeds");
     fs.release(fh).await;
-    assert_eq!(store.get("keep").unwrap().0.len(), 12 << 20);
+    assert!(store.get("keep").unwrap().0 == vec![7u8; 12 << 20]);
+    assert_eq!(store.open_uploads(), 0, "nothing left open");
 }
 
 #[tokio::test]

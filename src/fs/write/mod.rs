@@ -6,6 +6,7 @@
 //! attributes) are asked of the namespace when the upload runs, so a rename of the file or of
 //! a directory above it while it is open moves what is written with it.
 
+mod memory;
 mod retry;
 mod stream;
 mod upload;
@@ -26,7 +27,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedMutexGuard, Semaphore};
+use tokio::sync::OwnedMutexGuard;
 use upload::Target;
 
 /// How the write path behaves.
@@ -72,7 +73,11 @@ impl Staged {
 
 /// The staged contents of one file.
 pub struct Dirty {
-    file: std::fs::File,
+    /// Where the staged bytes are: in memory or in a staging file.
+    body: memory::Body,
+    /// Bytes `0..streamed_only` went up as parts of `stream` from memory and are nowhere
+    /// else until it completes (then it is 0 again).
+    streamed_only: u64,
     /// The object version whose bytes `0..kept` are still current.
     base: Option<Arc<ObjectVersion>>,
     kept: u64,
@@ -160,10 +165,10 @@ pub struct Writes<S: ObjectStore> {
     cfg: WriteConfig,
     files: Mutex<HashMap<u64, Arc<Staged>>>,
     staged_bytes: AtomicU64,
-    /// Bytes of parts in memory for uploads, in KiB permits.
-    part_memory: Arc<Semaphore>,
-    /// The most bytes of parts held at once.
-    part_memory_peak: AtomicU64,
+    /// Memory for files kept in memory and for upload parts.
+    memory: memory::UploadMemory,
+    /// Staging files made since the mount started.
+    staging_files_made: AtomicU64,
     /// Directory prefixes the role was seen to write to, and when.
     writable: Mutex<HashMap<String, Instant>>,
     /// Files whose last close could not upload them, retried in the background.
@@ -177,15 +182,14 @@ impl<S: ObjectStore> Writes<S> {
     /// The write path over `store`, asking `ns` for keys and attributes and reading base
     /// objects through `reads`.
     pub fn new(store: Arc<S>, ns: Arc<Namespace<S>>, reads: Arc<Reads<S>>, cfg: WriteConfig) -> Self {
-        let permits = (cfg.upload_memory >> 10).clamp(1, u64::from(u32::MAX)) as usize;
         Writes {
             store,
             ns,
             reads,
             files: Mutex::new(HashMap::new()),
             staged_bytes: AtomicU64::new(0),
-            part_memory: Arc::new(Semaphore::new(permits)),
-            part_memory_peak: AtomicU64::new(0),
+            memory: memory::UploadMemory::new(cfg.upload_memory),
+            staging_files_made: AtomicU64::new(0),
             writable: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_pending: AtomicU64::new(1),
@@ -215,7 +219,13 @@ impl<S: ObjectStore> Writes<S> {
         self.staged_bytes.load(Ordering::Relaxed)
     }
 
+    /// Staging files made since the mount started (a file written front to back needs none).
+    pub fn staging_files_made(&self) -> u64 {
+        self.staging_files_made.load(Ordering::Relaxed)
+    }
+
     fn staging_file(&self) -> Result<std::fs::File, FsError> {
+        self.staging_files_made.fetch_add(1, Ordering::Relaxed);
         tempfile::tempfile_in(&self.cfg.staging_dir).map_err(|e| match e.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT) => FsError::NoSpace,
             _ => FsError::Io(format!(
@@ -223,6 +233,20 @@ impl<S: ObjectStore> Writes<S> {
                 self.cfg.staging_dir.display()
             )),
         })
+    }
+
+    /// The staging file of a file that is not kept in memory, made when first needed.
+    fn staging_file_of(&self, dirty: &mut Dirty) -> Result<std::fs::File, FsError> {
+        match &mut dirty.body {
+            memory::Body::File(Some(file)) => file.try_clone().map_err(staging_error),
+            memory::Body::File(slot) => {
+                let file = self.staging_file()?;
+                let copy = file.try_clone().map_err(staging_error)?;
+                *slot = Some(file);
+                Ok(copy)
+            }
+            memory::Body::Memory(_) => Err(FsError::Io("the file is kept in memory".into())),
+        }
     }
 
     /// Accounts bytes `0..extent` past `kept` as staged, refusing with ENOSPC past the limit.
@@ -307,7 +331,13 @@ impl<S: ObjectStore> Writes<S> {
         };
         let size = base.as_ref().map(|b| b.size).unwrap_or(0);
         let dirty = Dirty {
-            file: self.staging_file()?,
+            // A new file is kept in memory while it is written front to back.
+            body: if from_object {
+                memory::Body::File(None)
+            } else {
+                memory::MemoryBody::empty()
+            },
+            streamed_only: 0,
             kept: size,
             base,
             extra,
@@ -433,24 +463,31 @@ impl<S: ObjectStore> Writes<S> {
     }
 
     /// Holds still the staging states of `inos` (in a fixed order, so two renames cannot
-    /// wait for each other) until the keys under them have moved.
-    pub async fn hold_for_move(self: &Arc<Self>, inos: &[u64]) -> MoveGuard<S> {
-        let mut states: Vec<(u64, Arc<tokio::sync::Mutex<Dirty>>)> = {
+    /// wait for each other) until the keys under them have moved. A file kept in memory
+    /// whose parts went up under its current key is completed there first: an upload in
+    /// progress cannot move.
+    pub async fn hold_for_move(self: &Arc<Self>, inos: &[u64]) -> Result<MoveGuard<S>, FsError> {
+        let mut states: Vec<(u64, Arc<Staged>)> = {
             let files = lock(&self.files);
             inos.iter()
-                .filter_map(|i| files.get(i).map(|s| (*i, s.state.clone())))
+                .filter_map(|i| files.get(i).map(|s| (*i, s.clone())))
                 .collect()
         };
         states.sort_by_key(|(i, _)| *i);
         states.dedup_by_key(|(i, _)| *i);
         let mut held = Vec::with_capacity(states.len());
-        for (ino, state) in states {
-            held.push((ino, state.lock_owned().await));
+        for (ino, staged) in states {
+            let mut dirty = staged.state.clone().lock_owned().await;
+            if dirty.streamed_only > 0 && dirty.stream.is_some() && !dirty.discarded {
+                tracing::debug!(ino, "a rename of a file kept in memory");
+                self.settle_for_change(ino, &staged, &mut dirty).await?;
+            }
+            held.push((ino, dirty));
         }
-        MoveGuard {
+        Ok(MoveGuard {
             writes: self.clone(),
             held,
-        }
+        })
     }
 
     /// Inodes being written, for renames that must hold those under a directory.
@@ -477,7 +514,7 @@ impl<S: ObjectStore> Writes<S> {
         while offset < dirty.kept {
             let len = (dirty.kept - offset).min(8 << 20);
             let data = self.reads.read(&source, &stream, offset, len).await?;
-            let file = dirty.file.try_clone().map_err(staging_error)?;
+            let file = self.staging_file_of(dirty)?;
             let at = offset;
             blocking(move || file.write_all_at(&data, at)).await?;
             offset += len;
@@ -490,6 +527,28 @@ impl<S: ObjectStore> Writes<S> {
     pub async fn write(&self, ino: u64, staged: &Staged, offset: u64, data: Bytes) -> Result<u32, FsError> {
         let mut dirty = staged.state.lock().await;
         let size = staged.size();
+        let len = data.len() as u32;
+        let end = offset + data.len() as u64;
+        let appends = offset == size && dirty.sequential;
+        if appends && self.append_in_memory(&mut dirty, size, &data).await? {
+            staged.size.store(end, Ordering::Release);
+            self.ns.modified_now(ino);
+            dirty.changed = true;
+            if !dirty.discarded {
+                self.send_memory_parts(ino, &mut dirty).await?;
+            }
+            return Ok(len);
+        }
+        if !appends && (matches!(dirty.body, memory::Body::Memory(_)) || dirty.streamed_only > 0) {
+            tracing::debug!(
+                ino,
+                offset,
+                size,
+                sequential = dirty.sequential,
+                "a write off the end of a file kept in memory"
+            );
+            self.settle_for_change(ino, staged, &mut dirty).await?;
+        }
         if offset != size && dirty.sequential {
             dirty.sequential = false;
             self.abandon_stream(&mut dirty);
@@ -497,11 +556,9 @@ impl<S: ObjectStore> Writes<S> {
         if offset < dirty.kept {
             self.materialize(ino, &mut dirty, size, offset).await?;
         }
-        let end = offset + data.len() as u64;
-        let extent = end.max(size) - dirty.kept;
+        let extent = end.max(size) - dirty.kept.max(dirty.streamed_only);
         self.reserve(&mut dirty, extent)?;
-        let file = dirty.file.try_clone().map_err(staging_error)?;
-        let len = data.len() as u32;
+        let file = self.staging_file_of(&mut dirty)?;
         blocking(move || file.write_all_at(&data, offset)).await?;
         let new_size = size.max(end);
         staged.size.store(new_size, Ordering::Release);
@@ -516,15 +573,37 @@ impl<S: ObjectStore> Writes<S> {
     /// Sets the size of a file being written.
     pub async fn truncate(&self, ino: u64, staged: &Staged, size: u64) -> Result<(), FsError> {
         let mut dirty = staged.state.lock().await;
-        // Emptying a file starts it afresh; any other size change ends a stream.
+        if size == 0 {
+            // Emptying a file starts it afresh, in memory: what went up is abandoned.
+            self.abandon_stream(&mut dirty);
+            self.unreserve(&mut dirty);
+            dirty.body = memory::MemoryBody::empty();
+            dirty.base = None;
+            dirty.kept = 0;
+            dirty.streamed_only = 0;
+            dirty.sequential = true;
+            staged.size.store(0, Ordering::Release);
+            self.ns.modified_now(ino);
+            dirty.changed = true;
+            return Ok(());
+        }
+        if size == staged.size() {
+            self.ns.modified_now(ino);
+            dirty.changed = true;
+            return Ok(());
+        }
+        if matches!(dirty.body, memory::Body::Memory(_)) || dirty.streamed_only > 0 {
+            self.settle_for_change(ino, staged, &mut dirty).await?;
+        }
+        // Any other size change ends a stream.
         self.abandon_stream(&mut dirty);
-        dirty.sequential = size == 0;
+        dirty.sequential = false;
         if size < dirty.kept {
             dirty.kept = size;
         }
         let extent = size - dirty.kept;
         self.reserve(&mut dirty, extent)?;
-        let file = dirty.file.try_clone().map_err(staging_error)?;
+        let file = self.staging_file_of(&mut dirty)?;
         blocking(move || file.set_len(size)).await?;
         staged.size.store(size, Ordering::Release);
         self.ns.modified_now(ino);
@@ -535,10 +614,20 @@ impl<S: ObjectStore> Writes<S> {
     /// Reads from a file being written: the kept prefix from the base object, the rest from
     /// the staging file.
     pub async fn read(&self, ino: u64, staged: &Staged, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let dirty = staged.state.lock().await;
+        let mut dirty = staged.state.lock().await;
         let end = (offset + u64::from(len)).min(staged.size());
         if offset >= end {
             return Ok(Bytes::new());
+        }
+        if let memory::Body::Memory(m) = &dirty.body
+            && let Some(bytes) = m.slice(dirty.streamed_only, offset..end)
+        {
+            return Ok(bytes);
+        }
+        if offset < dirty.streamed_only {
+            // Bytes that went up only as parts: the upload is completed first, then read.
+            tracing::debug!(ino, offset, "a read of bytes that went up only as parts");
+            self.settle_for_change(ino, staged, &mut dirty).await?;
         }
         let mut out = Vec::with_capacity((end - offset) as usize);
         if offset < dirty.kept {
@@ -558,9 +647,19 @@ impl<S: ObjectStore> Writes<S> {
         Ok(Bytes::from(out))
     }
 
+    /// Bytes `range` of what is staged: from memory, or the staging file (a hole, or a
+    /// staging file not made yet, reads as zeros).
     async fn read_staged(&self, dirty: &Dirty, range: std::ops::Range<u64>) -> Result<Bytes, FsError> {
-        let file = dirty.file.try_clone().map_err(staging_error)?;
-        blocking(move || read_range(&file, range)).await
+        match &dirty.body {
+            memory::Body::Memory(m) => m
+                .slice(dirty.streamed_only, range.clone())
+                .ok_or_else(|| FsError::Io(format!("bytes {range:?} are not in memory"))),
+            memory::Body::File(None) => Ok(Bytes::from(vec![0u8; (range.end - range.start) as usize])),
+            memory::Body::File(Some(file)) => {
+                let file = file.try_clone().map_err(staging_error)?;
+                blocking(move || read_range(&file, range)).await
+            }
+        }
     }
 
     /// The headers of the object to upload: the attributes the namespace has for `ino`,

@@ -5,6 +5,8 @@
 //! it still cannot be uploaded, or is superseded, its bytes go to a file in the recovery
 //! directory (mode 0600, named in an ERROR log line). `s3role status` shows what waits.
 
+use super::memory::Body;
+use super::stream::held_parts;
 use super::upload::Target;
 use super::{Dirty, Staged, Writes, blocking, staging_error};
 use crate::fs::attr::Attr;
@@ -78,9 +80,16 @@ fn recovery_name(key: &str, seq: u64) -> String {
     format!("{encoded}.{secs}.{seq}")
 }
 
-/// Copies bytes `0..size` of the staging file to a new file in `dir` (made 0700 if
-/// missing), created 0600 and never through an existing name or a symbolic link.
-fn write_recovery_file(dir: &Path, name: &str, staging: &std::fs::File, size: u64) -> std::io::Result<PathBuf> {
+/// What a recovery file is made of: bytes `0..size` of a staging file (holes read as
+/// zeros), then pieces held in memory, by where they start.
+struct RecoverySource {
+    file: Option<std::fs::File>,
+    pieces: Vec<(u64, bytes::Bytes)>,
+}
+
+/// Writes `size` bytes from `source` to a new file `name` in `dir` (made 0700 if missing),
+/// created 0600 and never through an existing name or a symbolic link.
+fn write_recovery_file(dir: &Path, name: &str, source: &RecoverySource, size: u64) -> std::io::Result<PathBuf> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let path = dir.join(name);
     let out = std::fs::OpenOptions::new()
@@ -89,18 +98,22 @@ fn write_recovery_file(dir: &Path, name: &str, staging: &std::fs::File, size: u6
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0;
-    while offset < size {
-        let want = ((size - offset) as usize).min(buf.len());
-        let n = staging.read_at(&mut buf[..want], offset)?;
-        if n == 0 {
-            // A hole at the end (a truncate that grew the file) reads as zeros.
-            out.set_len(size)?;
-            break;
+    out.set_len(size)?;
+    if let Some(staging) = &source.file {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0;
+        while offset < size {
+            let want = ((size - offset) as usize).min(buf.len());
+            let n = staging.read_at(&mut buf[..want], offset)?;
+            if n == 0 {
+                break; // a hole at the end (a truncate that grew the file) reads as zeros
+            }
+            out.write_all_at(&buf[..n], offset)?;
+            offset += n as u64;
         }
-        out.write_all_at(&buf[..n], offset)?;
-        offset += n as u64;
+    }
+    for (at, bytes) in &source.pieces {
+        out.write_all_at(bytes, *at)?;
     }
     out.sync_all()?;
     Ok(path)
@@ -217,13 +230,43 @@ impl<S: ObjectStore> Writes<S> {
             None
         };
         let name = recovery_name(&p.key, self.next_pending.fetch_add(1, Ordering::Relaxed));
-        let written = match dirty.file.try_clone().map_err(staging_error) {
-            Ok(file) => {
+        // A file kept in memory: its tail, and parts S3 refused; the parts S3 took wait in
+        // its multipart upload, which is left for whoever completes it by hand.
+        let mut missing_parts = None;
+        let mut pieces = Vec::new();
+        if let Some(stream) = &dirty.stream
+            && dirty.streamed_only > 0
+        {
+            let (held, upload_id) = held_parts(stream);
+            pieces.extend(held);
+            missing_parts = Some(upload_id.to_owned());
+        }
+        let source = match &dirty.body {
+            Body::Memory(m) => {
+                pieces.push((dirty.streamed_only, m.tail.clone().freeze()));
+                Ok(RecoverySource { file: None, pieces })
+            }
+            Body::File(None) => Ok(RecoverySource { file: None, pieces }),
+            Body::File(Some(file)) => file
+                .try_clone()
+                .map(|f| RecoverySource { file: Some(f), pieces })
+                .map_err(staging_error),
+        };
+        let written = match source {
+            Ok(source) => {
                 let dir = self.cfg.recovery_dir.clone();
-                blocking(move || write_recovery_file(&dir, &name, &file, size)).await
+                blocking(move || write_recovery_file(&dir, &name, &source, size)).await
             }
             Err(e) => Err(e),
         };
+        if let Some(upload_id) = &missing_parts {
+            tracing::error!(
+                key = %p.key,
+                upload_id = %upload_id,
+                "bytes of this file that went up as parts are only in multipart upload {upload_id} at {}; the recovery file has zeros there",
+                p.key
+            );
+        }
         match written {
             Ok(path) => {
                 self.recovered.fetch_add(1, Ordering::Relaxed);
@@ -331,11 +374,15 @@ mod tests {
         let staging = tempfile::tempfile().unwrap();
         staging.write_all_at(b"hello", 0).unwrap();
         let out = dir.path().join("rec");
-        let path = write_recovery_file(&out, "k.1.1", &staging, 8).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"hello\0\0\0");
+        let source = RecoverySource {
+            file: Some(staging.try_clone().unwrap()),
+            pieces: vec![(6, bytes::Bytes::from_static(b"!"))],
+        };
+        let path = write_recovery_file(&out, "k.1.1", &source, 8).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello\0!\0");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o700);
         std::os::unix::fs::symlink("/etc/passwd", out.join("link")).unwrap();
-        assert!(write_recovery_file(&out, "link", &staging, 5).is_err());
+        assert!(write_recovery_file(&out, "link", &source, 5).is_err());
     }
 }

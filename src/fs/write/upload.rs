@@ -69,7 +69,7 @@ pub fn split_even(len: u64, max: u64) -> Vec<std::ops::Range<u64>> {
 
 impl<S: ObjectStore> Writes<S> {
     /// The key an upload for `target` writes now.
-    fn target_key(&self, target: Target<'_>) -> Result<String, FsError> {
+    pub(super) fn target_key(&self, target: Target<'_>) -> Result<String, FsError> {
         match target {
             Target::Inode(ino) => self.ns.key_of(ino),
             Target::Detached(p) => Ok(p.key.clone()),
@@ -78,7 +78,7 @@ impl<S: ObjectStore> Writes<S> {
 
     /// Takes the guard under which `target` may be committed. A retried upload finds out
     /// there whether something newer was written at its key since (then it is superseded).
-    async fn commit_guard(&self, target: Target<'_>) -> Result<CommitGuard<'_>, FsError> {
+    pub(super) async fn commit_guard(&self, target: Target<'_>) -> Result<CommitGuard<'_>, FsError> {
         match target {
             Target::Inode(_) => Ok(CommitGuard::Shared(self.ns.commit_guard().await)),
             Target::Detached(p) => {
@@ -110,7 +110,7 @@ impl<S: ObjectStore> Writes<S> {
             Target::Detached(p) => p.attr.clone(),
         };
         if dirty.stream.is_some() {
-            if dirty.sequential && dirty.kept == 0 && self.finish_stream(ino, size, dirty, &attr).await? {
+            if dirty.sequential && dirty.kept == 0 && self.finish_stream(target, size, dirty, &attr).await? {
                 return Ok(());
             }
             self.abandon_stream(dirty);
@@ -140,7 +140,11 @@ impl<S: ObjectStore> Writes<S> {
                 return Ok(());
             }
             if dirty.kept == 0 && size <= part_size {
-                let _memory = self.part_memory(size).await?;
+                // A file kept in memory holds the memory for its bytes already.
+                let _memory = match dirty.body {
+                    super::memory::Body::Memory(_) => None,
+                    super::memory::Body::File(_) => Some(self.memory.part(size).await?),
+                };
                 let body = self.read_staged(dirty, 0..size).await?;
                 let _commit = self.commit_guard(target).await?;
                 let key = self.target_key(target)?;
@@ -286,7 +290,7 @@ impl<S: ObjectStore> Writes<S> {
                     });
                 }
                 None => {
-                    let memory = self.part_memory(range.end - range.start).await?;
+                    let memory = self.memory.part(range.end - range.start).await?;
                     let body = self.read_staged(dirty, range).await?;
                     tasks.spawn(async move {
                         let _permit = permit;
@@ -315,30 +319,9 @@ impl<S: ObjectStore> Writes<S> {
         Ok(parts)
     }
 
-    /// Waits until `len` more bytes of parts may be held in memory, over all files.
-    pub(super) async fn part_memory(&self, len: u64) -> Result<tokio::sync::OwnedSemaphorePermit, FsError> {
-        let total = (self.cfg.upload_memory >> 10).clamp(1, u64::from(u32::MAX));
-        let kib = len.div_ceil(1024).clamp(1, total) as u32;
-        let permit = self
-            .part_memory
-            .clone()
-            .acquire_many_owned(kib)
-            .await
-            .map_err(|e| FsError::Io(e.to_string()))?;
-        let in_use = total - self.part_memory.available_permits() as u64;
-        self.part_memory_peak
-            .fetch_max(in_use << 10, std::sync::atomic::Ordering::Relaxed);
-        Ok(permit)
-    }
-
     /// Bytes of upload parts held in memory now, and the most held at once so far.
     pub fn upload_memory(&self) -> (u64, u64) {
-        let total = (self.cfg.upload_memory >> 10).clamp(1, u64::from(u32::MAX));
-        let in_use = total - self.part_memory.available_permits() as u64;
-        (
-            in_use << 10,
-            self.part_memory_peak.load(std::sync::atomic::Ordering::Relaxed),
-        )
+        (self.memory.in_use(), self.memory.peak())
     }
 }
 
