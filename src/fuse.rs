@@ -5,8 +5,8 @@ use crate::fs::{Attr, DirItem, Fs, FsError, Kind, SetAttr};
 use crate::store::ObjectStore;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::path::Path;
@@ -150,7 +150,10 @@ fn name_of(name: &OsStr) -> Option<String> {
 impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> std::io::Result<()> {
         // O_TRUNC comes with the open, so a rewrite is staged, not an empty upload first.
+        // READDIRPLUS always (not "auto"): `ls -l` then gets every entry with its attributes
+        // instead of sending one LOOKUP per entry.
         let want = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_ATOMIC_O_TRUNC;
@@ -475,23 +478,35 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     }
 
     fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        match self.fs.readdir(fh.0, offset) {
-            Ok(items) => {
-                for DirItem {
-                    ino,
-                    next_offset,
-                    kind,
-                    name,
-                } in items
-                {
-                    if reply.add(INodeNo(ino), next_offset, file_type(kind), &name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let added = self.fs.readdir(fh.0, offset, |item: &DirItem| {
+            reply.add(INodeNo(item.ino), item.next_offset, file_type(item.kind), &item.name)
+        });
+        match added {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        self.rt.spawn(async move {
+            let added = fs
+                .readdirplus(fh.0, offset, |item: &DirItem, attr: &Attr| {
+                    reply.add(
+                        INodeNo(attr.ino),
+                        item.next_offset,
+                        &item.name,
+                        &ttl,
+                        &file_attr(attr),
+                        Generation(0),
+                    )
+                })
+                .await;
+            match added {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {

@@ -19,14 +19,14 @@ mod write;
 
 pub use attr::{Attr, Defaults, Kind};
 pub use error::FsError;
-pub use namespace::{DirItem, ROOT_INO, invalid_name};
+pub use namespace::{DirItem, Listed, ROOT_INO, invalid_name};
 pub use ops::SetAttr;
 pub use read::CacheStats;
 pub use write::{PendingStatus, part_size_for, split_even, streamed_part_size};
 
 use crate::store::ObjectStore;
 use bytes::Bytes;
-use namespace::{Namespace, NamespaceConfig, ObjectVersion};
+use namespace::{DirFill, Namespace, NamespaceConfig, ObjectVersion};
 use read::{ReadConfig, ReadStream, Reads, Source};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -53,8 +53,11 @@ pub struct FsConfig {
     pub max_prefetch: u64,
     /// Largest single GET issued when prefetching.
     pub max_request: u64,
-    /// HEAD requests in flight when filling attributes of a listed directory.
+    /// HEAD requests in flight when filling attributes of a listed directory, at first.
     pub head_concurrency: usize,
+    /// Whether objects carry POSIX attributes in their user metadata (`false`: attributes
+    /// come from listings and the mount defaults, and files cost no HEAD).
+    pub posix_metadata: bool,
     /// Where files being written are staged (unnamed files, gone when closed or on crash).
     pub staging_dir: std::path::PathBuf,
     /// Most bytes staged at once; writes past it get ENOSPC.
@@ -103,6 +106,7 @@ impl Default for FsConfig {
             max_prefetch: 128 << 20,
             max_request: 8 << 20,
             head_concurrency: 64,
+            posix_metadata: true,
             staging_dir: std::env::temp_dir(),
             staging_limit: 10 << 30,
             part_size: 8 << 20,
@@ -167,6 +171,14 @@ struct Handle {
     stream: ReadStream,
 }
 
+/// One open directory: its entries as `opendir` listed them, so offsets stay valid while
+/// the caller pages through them, and, once READDIRPLUS asks, their attributes.
+struct DirHandle {
+    ino: u64,
+    items: Arc<Vec<DirItem>>,
+    fill: std::sync::OnceLock<Arc<DirFill>>,
+}
+
 /// A mounted bucket (or prefix).
 pub struct Fs<S: ObjectStore> {
     store: Arc<S>,
@@ -175,7 +187,7 @@ pub struct Fs<S: ObjectStore> {
     reads: Arc<Reads<S>>,
     writes: Arc<Writes<S>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
+    dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     next_handle: AtomicU64,
 }
 
@@ -196,6 +208,7 @@ impl<S: ObjectStore> Fs<S> {
                 read_only: cfg.read_only,
                 metadata_ttl: cfg.metadata_ttl,
                 head_concurrency: cfg.head_concurrency,
+                posix_metadata: cfg.posix_metadata,
             },
         ));
         let reads = Arc::new(Reads::new(
@@ -282,16 +295,79 @@ impl<S: ObjectStore> Fs<S> {
     /// Opens directory `ino`: takes a snapshot of its listing so offsets stay valid while
     /// the caller pages through it.
     pub async fn opendir(self: &Arc<Self>, ino: u64) -> Result<u64, FsError> {
-        let items = self.ns.read_dir(ino, &self.local()).await?;
+        let items = Arc::new(self.ns.read_dir(ino, &self.local()).await?);
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        lock(&self.dirs).insert(fh, Arc::new(items));
+        let handle = DirHandle {
+            ino,
+            items,
+            fill: std::sync::OnceLock::new(),
+        };
+        lock(&self.dirs).insert(fh, Arc::new(handle));
         Ok(fh)
     }
 
-    /// Entries of an open directory from `offset` on.
-    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirItem>, FsError> {
-        let items = lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)?;
-        Ok(items.iter().skip(offset as usize).cloned().collect())
+    fn dir_handle(&self, fh: u64) -> Result<Arc<DirHandle>, FsError> {
+        lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)
+    }
+
+    /// Hands the entries of an open directory from `offset` on to `add`, until it returns
+    /// `true` (its buffer is full: that entry was not taken).
+    pub fn readdir(&self, fh: u64, offset: u64, mut add: impl FnMut(&DirItem) -> bool) -> Result<(), FsError> {
+        let dir = self.dir_handle(fh)?;
+        for item in dir.items.iter().skip(usize::try_from(offset).unwrap_or(usize::MAX)) {
+            if add(item) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every entry of an open directory from `offset` on.
+    #[cfg(test)]
+    pub(crate) fn readdir_all(&self, fh: u64, offset: u64) -> Result<Vec<DirItem>, FsError> {
+        let mut items = Vec::new();
+        self.readdir(fh, offset, |item| {
+            items.push(item.clone());
+            false
+        })?;
+        Ok(items)
+    }
+
+    /// Like [`readdir`](Self::readdir), with each entry's attributes, as READDIRPLUS answers:
+    /// every entry `add` takes, but `.` and `..`, counts as a kernel lookup of its inode.
+    /// Entries gone since `opendir` are left out. An error is returned only when no entry
+    /// could be handed over.
+    pub async fn readdirplus(
+        self: &Arc<Self>,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirItem, &Attr) -> bool + Send,
+    ) -> Result<(), FsError> {
+        let dir = self.dir_handle(fh)?;
+        let fill = dir
+            .fill
+            .get_or_init(|| self.ns.dir_fill(dir.ino, dir.items.clone()))
+            .clone();
+        let from = usize::try_from(offset).unwrap_or(usize::MAX);
+        fill.advance(from);
+        let mut added = 0;
+        for (index, item) in fill.items().iter().enumerate().skip(from) {
+            let attr = match self.ns.plus_entry(&fill, index, &self.local()).await {
+                Ok(Some(attr)) => attr,
+                Ok(None) => continue,
+                Err(e) if added == 0 => return Err(e),
+                Err(_) => break, // the kernel asks again from here
+            };
+            if add(item, &attr) {
+                // Not taken: the kernel never counts it.
+                if item.name != "." && item.name != ".." {
+                    self.ns.forget(attr.ino, 1);
+                }
+                break;
+            }
+            added += 1;
+        }
+        Ok(())
     }
 
     /// Closes an open directory.
@@ -559,6 +635,12 @@ impl<S: ObjectStore> Fs<S> {
         )
     }
 
+    /// Outstanding kernel lookups of `ino`, if the table holds it.
+    #[cfg(test)]
+    pub(crate) fn lookups(&self, ino: u64) -> Option<u64> {
+        self.ns.table().get(ino).map(|n| n.lookups)
+    }
+
     /// Inodes currently known (for tests and status).
     pub fn inode_count(&self) -> usize {
         self.ns.table().count()
@@ -591,3 +673,6 @@ mod test_support;
 
 #[cfg(test)]
 mod posix_tests;
+
+#[cfg(test)]
+mod listing_tests;

@@ -86,7 +86,7 @@ pub(super) async fn read(fs: &Arc<Fs<MemStore>>, path: &str) -> Result<Vec<u8>, 
 pub(super) async fn ls(fs: &Arc<Fs<MemStore>>, path: &str) -> BTreeSet<String> {
     let ino = find(fs, path).await.expect("dir").ino;
     let fh = fs.opendir(ino).await.expect("opendir");
-    let items = fs.readdir(fh, 0).expect("readdir");
+    let items = fs.readdir_all(fh, 0).expect("readdir");
     fs.releasedir(fh);
     items.into_iter().skip(2).map(|i| i.name).collect()
 }

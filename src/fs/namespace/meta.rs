@@ -27,6 +27,78 @@ pub struct MetaStats {
     pub lists: AtomicU64,
 }
 
+/// Most HEADs in flight, however flat their latency stays.
+pub const MAX_HEADS: usize = 256;
+
+/// How many HEADs may be in flight. It starts at the configured number; while callers wait
+/// for a slot and the latency of the last round stays within twice the lowest seen (S3 is
+/// far away, not busy), it doubles, up to [`MAX_HEADS`]; when the latency climbs past four
+/// times the lowest (the server is the limit), it halves, down to the start again.
+struct HeadLimit {
+    slots: Arc<Semaphore>,
+    start: usize,
+    round: Mutex<Round>,
+}
+
+#[derive(Default)]
+struct Round {
+    limit: usize,
+    lowest: Option<Duration>,
+    total: Duration,
+    done: usize,
+    waited: bool,
+}
+
+impl HeadLimit {
+    fn new(start: usize) -> Self {
+        let start = start.max(1);
+        HeadLimit {
+            slots: Arc::new(Semaphore::new(start)),
+            start,
+            round: Mutex::new(Round {
+                limit: start,
+                ..Round::default()
+            }),
+        }
+    }
+
+    async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.slots.available_permits() == 0 {
+            lock(&self.round).waited = true;
+        }
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
+    /// One HEAD took `took`: at the end of a round, adapt the limit.
+    fn took(&self, took: Duration) {
+        let mut r = lock(&self.round);
+        r.lowest = Some(r.lowest.map_or(took, |l| l.min(took)));
+        r.total += took;
+        r.done += 1;
+        if r.done < r.limit {
+            return;
+        }
+        let mean = r.total / u32::try_from(r.done).unwrap_or(u32::MAX);
+        let lowest = r.lowest.unwrap_or(mean).max(Duration::from_micros(100));
+        if r.waited && mean <= lowest * 2 && r.limit < MAX_HEADS {
+            let more = r.limit.min(MAX_HEADS - r.limit);
+            self.slots.add_permits(more);
+            r.limit += more;
+        } else if mean > lowest * 4 && r.limit > self.start {
+            let fewer = (r.limit / 2).max(self.start);
+            r.limit -= self.slots.forget_permits(r.limit - fewer);
+        }
+        r.total = Duration::ZERO;
+        r.done = 0;
+        r.waited = false;
+    }
+
+    #[cfg(test)]
+    fn limit(&self) -> usize {
+        lock(&self.round).limit
+    }
+}
+
 /// Cached listings and HEADs.
 pub struct MetaCache<S: ObjectStore> {
     store: Arc<S>,
@@ -38,7 +110,7 @@ pub struct MetaCache<S: ObjectStore> {
     list_flight: SingleFlight<String, Result<Arc<Listing>, FsError>>,
     heads: Mutex<lru::LruCache<String, (HeadResult, Instant)>>,
     head_flight: SingleFlight<String, HeadResult>,
-    head_limit: Arc<Semaphore>,
+    head_limit: HeadLimit,
     /// Requests sent.
     pub stats: MetaStats,
 }
@@ -66,7 +138,7 @@ impl<S: ObjectStore> MetaCache<S> {
             list_flight: SingleFlight::default(),
             heads: Mutex::new(heads),
             head_flight: SingleFlight::default(),
-            head_limit: Arc::new(Semaphore::new(head_concurrency.max(1))),
+            head_limit: HeadLimit::new(head_concurrency),
             stats: MetaStats::default(),
         }
     }
@@ -128,9 +200,12 @@ impl<S: ObjectStore> MetaCache<S> {
         let k = key.to_owned();
         self.head_flight
             .run(key.to_owned(), || async move {
-                let _permit = me.head_limit.clone().acquire_owned().await;
+                let _permit = me.head_limit.acquire().await;
                 me.stats.heads.fetch_add(1, Ordering::Relaxed);
-                let r = match me.store.head(&k).await {
+                let sent = Instant::now();
+                let r = me.store.head(&k).await;
+                me.head_limit.took(sent.elapsed());
+                let r = match r {
                     Ok(info) => Ok(Some(info)),
                     Err(StoreError::NotFound { .. }) => Ok(None),
                     Err(e) => Err(FsError::from(e)),
@@ -208,5 +283,53 @@ impl<S: ObjectStore> MetaCache<S> {
     /// Objects whose HEAD is cached, and directories whose listing is.
     pub fn sizes(&self) -> (usize, usize) {
         (lock(&self.heads).len(), lock(&self.listings).len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs one round of HEADs that each take `took`, with callers waiting for a slot.
+    async fn round(limit: &HeadLimit, took: Duration) {
+        let n = limit.limit();
+        let mut permits = Vec::new();
+        for _ in 0..n {
+            permits.push(limit.acquire().await);
+        }
+        assert_eq!(limit.slots.available_permits(), 0);
+        lock(&limit.round).waited = true;
+        drop(permits);
+        for _ in 0..n {
+            limit.took(took);
+        }
+    }
+
+    #[tokio::test]
+    async fn more_heads_in_flight_while_latency_stays_flat_fewer_when_it_climbs() {
+        let limit = HeadLimit::new(64);
+        round(&limit, Duration::from_millis(20)).await;
+        assert_eq!(limit.limit(), 128, "flat latency, callers waiting: double");
+        round(&limit, Duration::from_millis(21)).await;
+        round(&limit, Duration::from_millis(22)).await;
+        assert_eq!(limit.limit(), MAX_HEADS, "never past the most");
+        round(&limit, Duration::from_millis(20)).await;
+        assert_eq!(limit.limit(), MAX_HEADS);
+        round(&limit, Duration::from_millis(100)).await;
+        assert_eq!(limit.limit(), 128, "the server is the limit: halve");
+        assert_eq!(limit.slots.available_permits(), 128);
+        round(&limit, Duration::from_millis(100)).await;
+        round(&limit, Duration::from_millis(100)).await;
+        assert_eq!(limit.limit(), 64, "never below the start");
+        assert_eq!(limit.slots.available_permits(), 64);
+    }
+
+    #[test]
+    fn nobody_waiting_means_no_more() {
+        let limit = HeadLimit::new(8);
+        for _ in 0..8 {
+            limit.took(Duration::from_millis(20));
+        }
+        assert_eq!(limit.limit(), 8);
     }
 }

@@ -3,11 +3,13 @@
 //! key: read handles, staging states and uploads hold inode numbers (and versions) and ask
 //! here at each request, so a rename is one update in the table and everything follows it.
 
+pub mod fill;
 pub mod inodes;
 pub mod listing;
 pub mod meta;
 pub mod version;
 
+pub use fill::DirFill;
 pub use inodes::{InodeTable, ROOT_INO, Stat};
 pub use listing::invalid_name;
 pub use version::ObjectVersion;
@@ -43,6 +45,30 @@ pub struct DirItem {
     pub kind: Kind,
     /// Name.
     pub name: String,
+    /// What the listing said of it (an object's size, ETag and Last-Modified), if it came
+    /// from one.
+    pub listed: Option<Listed>,
+}
+
+/// What a listing says of an object: all a mount without POSIX metadata needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag.
+    pub etag: String,
+    /// Last-Modified.
+    pub mtime: SystemTime,
+}
+
+impl From<&DirEntry> for Listed {
+    fn from(e: &DirEntry) -> Self {
+        Listed {
+            size: e.size,
+            etag: e.etag.clone(),
+            mtime: e.mtime,
+        }
+    }
 }
 
 /// What the namespace needs to know of the mount.
@@ -56,11 +82,16 @@ pub struct NamespaceConfig {
     pub read_only: bool,
     /// How long listings and attributes are trusted.
     pub metadata_ttl: Duration,
-    /// HEAD requests in flight when filling attributes of a listed directory.
+    /// HEAD requests in flight when filling attributes of a listed directory, at first:
+    /// more while the latency stays flat.
     pub head_concurrency: usize,
+    /// Whether objects carry POSIX attributes in their user metadata. Without, attributes
+    /// come from listings and the mount defaults, and files cost no HEAD.
+    pub posix_metadata: bool,
 }
 
 /// What a name resolved to.
+#[derive(Clone, Debug)]
 struct Found {
     attr: Attr,
     /// ETag and size of the object behind it (files only).
@@ -232,7 +263,7 @@ impl<S: ObjectStore> Namespace<S> {
     /// Attributes of the directory at `path`: from its marker object's metadata, or the
     /// mount defaults when it has none.
     async fn dir_attr(self: &Arc<Self>, path: &str) -> Result<Found, FsError> {
-        let attr = if path.is_empty() && self.cfg.prefix.is_empty() {
+        let attr = if (path.is_empty() && self.cfg.prefix.is_empty()) || !self.cfg.posix_metadata {
             self.default_dir_attr()
         } else {
             match self.meta.head(&self.prefix_for(path)).await? {
@@ -247,7 +278,47 @@ impl<S: ObjectStore> Namespace<S> {
         })
     }
 
-    async fn file_attr(self: &Arc<Self>, key: &str, listed: Option<&DirEntry>) -> Result<Option<Found>, FsError> {
+    /// The object at `key`, `None` if there is none. Where objects carry POSIX metadata,
+    /// a HEAD (cached); else a listing of one key from `key` on, which is `key` itself if it
+    /// exists, and says all such a mount shows.
+    async fn object(self: &Arc<Self>, key: &str) -> Result<Option<ObjectInfo>, FsError> {
+        if self.cfg.posix_metadata {
+            return self.meta.head(key).await;
+        }
+        self.meta.stats.lists.fetch_add(1, Ordering::Relaxed);
+        let page = self.store.list_page(key, None, None, Some(1)).await?;
+        Ok(page.objects.into_iter().find(|o| o.key == key))
+    }
+
+    /// What a listing says of the object at `key`: its attributes on a mount without POSIX
+    /// metadata.
+    fn listed_found(&self, key: &str, listed: &Listed) -> Found {
+        let info = ObjectInfo {
+            key: key.to_owned(),
+            size: listed.size,
+            etag: listed.etag.clone(),
+            last_modified: listed.mtime,
+            metadata: None,
+            content_type: None,
+        };
+        Found {
+            attr: self.attr_of_object(&info, Kind::File),
+            object: Some((listed.etag.clone(), listed.size)),
+            local: false,
+        }
+    }
+
+    async fn file_attr(self: &Arc<Self>, key: &str, listed: Option<&Listed>) -> Result<Option<Found>, FsError> {
+        if !self.cfg.posix_metadata {
+            if let Some(listed) = listed {
+                return Ok(Some(self.listed_found(key, listed)));
+            }
+            return Ok(self.object(key).await?.map(|i| Found {
+                attr: self.attr_of_object(&i, Kind::File),
+                object: Some((i.etag.clone(), i.size)),
+                local: false,
+            }));
+        }
         let mut info = self.meta.head(key).await?;
         // The listing is newer than a cached HEAD of another version: ask again.
         if let (Some(i), Some(e)) = (&info, listed)
@@ -266,6 +337,30 @@ impl<S: ObjectStore> Namespace<S> {
 
     /// What `name` in `parent` is now, or `None` if nothing is there.
     async fn find(self: &Arc<Self>, parent: u64, name: &str, local: IsLocal<'_>) -> Result<Option<Found>, FsError> {
+        let found = self.find_in_s3(parent, name, local).await?;
+        Ok(found.map(|f| self.keep_known_kind(parent, name, f)))
+    }
+
+    /// Without POSIX metadata S3 cannot tell a symlink or a special file this mount made
+    /// from a file: keep the type the table knows.
+    fn keep_known_kind(&self, parent: u64, name: &str, mut found: Found) -> Found {
+        if !self.cfg.posix_metadata && !found.local && found.attr.kind == Kind::File {
+            let t = self.table();
+            if let Some(known) = t.child(parent, name).and_then(|c| t.get(c))
+                && known.kind != Kind::Dir
+            {
+                found.attr.kind = known.kind;
+            }
+        }
+        found
+    }
+
+    async fn find_in_s3(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &str,
+        local: IsLocal<'_>,
+    ) -> Result<Option<Found>, FsError> {
         let (parent_path, local_child) = {
             let t = self.table();
             let parent_path = t.path(parent).ok_or(FsError::NotFound)?;
@@ -294,14 +389,14 @@ impl<S: ObjectStore> Namespace<S> {
             self.start_fill(&parent_path, &listing);
             return match entry.kind {
                 Kind::Dir => self.dir_attr(&path).await.map(Some),
-                _ => self.file_attr(&key, Some(&entry)).await,
+                _ => self.file_attr(&key, Some(&Listed::from(&entry))).await,
             };
         }
         // No fresh listing of the parent: ask for the object and for anything under
         // `path/` at once. A directory wins over an object of the same name.
         let prefix = self.prefix_for(&path);
         let (head, under) = tokio::join!(
-            self.meta.head(&key),
+            self.object(&key),
             self.store.list_page(&prefix, Some("/"), None, Some(1))
         );
         let under = under.map_err(FsError::from)?;
@@ -320,20 +415,26 @@ impl<S: ObjectStore> Namespace<S> {
     /// directory, so a plain `ls` costs one listing while `ls -l` does not wait for one HEAD
     /// after another.
     fn start_fill(self: &Arc<Self>, parent_path: &str, listing: &Arc<Listing>) {
-        if listing.fill_started.swap(true, Ordering::Relaxed) {
+        if !self.cfg.posix_metadata || listing.fill_started.swap(true, Ordering::Relaxed) {
             return;
         }
+        // The keys, not the listing: a listing held here would be copied whole by every
+        // change this mount makes in the directory meanwhile.
+        let keys: Vec<String> = listing
+            .entries
+            .iter()
+            .map(|entry| {
+                let path = join(parent_path, &entry.name);
+                match entry.kind {
+                    Kind::Dir => self.prefix_for(&path),
+                    _ => self.key_for(&path),
+                }
+            })
+            .collect();
         let me = self.clone();
-        let listing = listing.clone();
-        let parent_path = parent_path.to_owned();
         tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
-            for entry in &listing.entries {
-                let path = join(&parent_path, &entry.name);
-                let key = match entry.kind {
-                    Kind::Dir => me.prefix_for(&path),
-                    _ => me.key_for(&path),
-                };
+            for key in keys {
                 let meta = me.meta.clone();
                 tasks.spawn(async move {
                     let _ = meta.head(&key).await;
@@ -344,6 +445,103 @@ impl<S: ObjectStore> Namespace<S> {
             }
             while tasks.join_next().await.is_some() {}
         });
+    }
+
+    /// Starts fetching the attributes of the entries of open directory `dir` (`items`, as
+    /// [`read_dir`](Self::read_dir) listed them) for READDIRPLUS, in order, ahead of the
+    /// kernel. Where objects carry no POSIX metadata the listing says everything: nothing is
+    /// fetched.
+    pub fn dir_fill(self: &Arc<Self>, dir: u64, items: Arc<Vec<DirItem>>) -> Arc<DirFill> {
+        let path = self.table().path(dir);
+        let (fill, mut cursor) = DirFill::new(dir, path.clone(), items.clone());
+        let fill = Arc::new(fill);
+        let (Some(path), true) = (path, self.cfg.posix_metadata) else {
+            return fill;
+        };
+        let slots = fill.slots.clone();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let path: Arc<str> = Arc::from(path);
+            let mut tasks = tokio::task::JoinSet::new();
+            for (index, item) in items.iter().enumerate() {
+                // `.`, `..` and files this mount is writing need nothing from S3.
+                if item.name == "." || item.name == ".." || (item.kind != Kind::Dir && item.listed.is_none()) {
+                    continue;
+                }
+                if !fill::wait_for_window(&mut cursor, index).await {
+                    return; // closed: dropping `tasks` cancels what is still queued
+                }
+                let (me, slots, items, path) = (me.clone(), slots.clone(), items.clone(), path.clone());
+                tasks.spawn(async move {
+                    let _ = slots[index]
+                        .get_or_init(|| me.resolve_listed(&path, &items[index]))
+                        .await;
+                });
+                fill::throttle(&mut tasks).await;
+            }
+            while tasks.join_next().await.is_some() {}
+        });
+        fill
+    }
+
+    /// What entry `item` of the directory at `dir_path` is, asking S3 as a lookup would.
+    async fn resolve_listed(self: &Arc<Self>, dir_path: &str, item: &DirItem) -> Result<Option<Found>, FsError> {
+        let path = join(dir_path, &item.name);
+        match item.kind {
+            Kind::Dir => self.dir_attr(&path).await.map(Some),
+            _ => self.file_attr(&self.key_for(&path), item.listed.as_ref()).await,
+        }
+    }
+
+    /// The attributes of entry `index` of an open directory, for READDIRPLUS: what a lookup
+    /// would answer, and, but for `.` and `..`, counted as one (the kernel counts each
+    /// entry it gets so). `None`: the entry is gone.
+    pub async fn plus_entry(
+        self: &Arc<Self>,
+        fill: &DirFill,
+        index: usize,
+        local: IsLocal<'_>,
+    ) -> Result<Option<Attr>, FsError> {
+        let item = &fill.items[index];
+        if item.name == "." || item.name == ".." {
+            let attr = self.attr(item.ino).unwrap_or_else(|| self.default_dir_attr());
+            return Ok(Some(Attr { ino: item.ino, ..attr }));
+        }
+        let (dir, name) = (fill.dir, item.name.as_str());
+        let Some(dir_path) = &fill.path else {
+            return Ok(None);
+        };
+        let path = join(dir_path, name);
+        let key = self.key_for(&path);
+        let local_child = {
+            let t = self.table();
+            t.child(dir, name)
+                .and_then(|c| local(c).map(|size| (c, size)))
+                .and_then(|(c, size)| t.get(c).and_then(|n| n.stat.clone()).map(|s| (s, size)))
+        };
+        let found = if let Some((stat, size)) = local_child {
+            Some(Found {
+                attr: Attr { size, ..stat.attr },
+                object: None,
+                local: true,
+            })
+        } else if item.kind != Kind::Dir && self.is_hidden(&key) {
+            None
+        } else if item.kind != Kind::Dir && item.listed.is_none() {
+            // Made here after the listing; ask as a lookup would.
+            self.find(dir, name, local).await?
+        } else if !self.cfg.posix_metadata {
+            match &item.listed {
+                Some(listed) => Some(self.keep_known_kind(dir, name, self.listed_found(&key, listed))),
+                None => Some(self.dir_attr(&path).await?),
+            }
+        } else {
+            fill.slots[index]
+                .get_or_init(|| self.resolve_listed(dir_path, item))
+                .await
+                .clone()?
+        };
+        Ok(found.map(|f| self.remember(dir, name, f, true)))
     }
 
     /// The version for an object with `etag` and `size`: the inode's own if it is that one
@@ -499,9 +697,9 @@ impl<S: ObjectStore> Namespace<S> {
             (t.path(ino).ok_or(FsError::NotFound)?, node.parent)
         };
         let listing = self.meta.listing(&self.prefix_for(&path)).await?;
-        let hidden = lock(&self.hidden).clone();
         let now = Instant::now();
         let mut t = self.table();
+        let hidden = lock(&self.hidden);
         if let Some(stat) = t.get_mut(ino).and_then(|n| n.stat.as_mut()) {
             stat.attr.nlink = subdir_nlink(&listing);
         }
@@ -521,16 +719,18 @@ impl<S: ObjectStore> Namespace<S> {
             next_offset: 1,
             kind: Kind::Dir,
             name: ".".into(),
+            listed: None,
         });
         items.push(DirItem {
             ino: parent,
             next_offset: 2,
             kind: Kind::Dir,
             name: "..".into(),
+            listed: None,
         });
         let mut shown = HashSet::new();
         for e in &listing.entries {
-            if e.kind != Kind::Dir && hidden.contains(&self.key_for(&join(&path, &e.name))) {
+            if e.kind != Kind::Dir && !hidden.is_empty() && hidden.contains(&self.key_for(&join(&path, &e.name))) {
                 continue;
             }
             shown.insert(e.name.as_str());
@@ -545,8 +745,14 @@ impl<S: ObjectStore> Namespace<S> {
                 next_offset: items.len() as u64 + 1,
                 kind,
                 name: e.name.clone(),
+                listed: (e.kind != Kind::Dir).then(|| Listed {
+                    size: e.size,
+                    etag: e.etag.clone(),
+                    mtime: e.mtime,
+                }),
             });
         }
+        drop(hidden);
         for (child, name, kind) in local_children {
             if !shown.contains(&*name) {
                 items.push(DirItem {
@@ -554,6 +760,7 @@ impl<S: ObjectStore> Namespace<S> {
                     next_offset: items.len() as u64 + 1,
                     kind,
                     name: name.to_string(),
+                    listed: None,
                 });
             }
         }
