@@ -274,6 +274,14 @@ pub struct FileArgs {
     /// Refuse every change (EROFS).
     #[arg(long)]
     pub read_only: bool,
+    /// The objects carry no POSIX attributes (x-amz-meta-mode, -uid, -gid, -mtime), as with
+    /// data other S3 clients wrote: a file's size and mtime come from the listing, its owner
+    /// and mode from --uid, --gid, --file-mode and --dir-mode, and no HEAD is ever sent for
+    /// an attribute, so `ls -l` costs only the listing requests. What this mount sets itself
+    /// (chmod, chown, utimens) is still stored, but shown only until the metadata TTL
+    /// passes; symlinks and special files made by other clients show as files.
+    #[arg(long)]
+    pub no_posix_metadata: bool,
     /// Let other users use the mount; the kernel then checks mode, uid and gid.
     #[arg(long)]
     pub allow_other: bool,

@@ -213,6 +213,7 @@ async fn connect(args: &MountArgs, source: &Source, mountpoint: &std::path::Path
         prefix: source.prefix.clone(),
         defaults,
         read_only: args.files.read_only,
+        posix_metadata: !args.files.no_posix_metadata,
         staging_dir,
         staging_limit: args.files.staging_limit,
         metadata_ttl: Duration::from_secs(args.files.metadata_ttl),
