@@ -4,21 +4,9 @@
 
 mod common;
 
-use common::{Mount, Server, is_mounted, pattern, s3role};
+use common::{Mount, Server, is_mounted, pattern, s3role, status};
 use std::io::Write;
 use std::time::{Duration, Instant};
-
-fn status(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
-    let out = s3role().arg("status").arg(dir).output().expect("s3role status");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.split_once(char::is_whitespace)
-                .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
-        })
-        .collect()
-}
 
 #[test]
 fn status_shows_the_session_and_its_expiry_moves_forward() {

@@ -275,3 +275,112 @@ fn a_random_4_kib_read_costs_one_get_of_at_most_64_kib() {
     assert!(range_bytes(&gets) <= 64 << 10, "{gets:?}");
     m.unmount();
 }
+
+fn inodes(dir: &std::path::Path) -> usize {
+    common::status(dir)["inodes"].parse().expect("inodes is a number")
+}
+
+/// `ls -l DIR`: its file lines.
+fn ls_l(dir: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(dir)
+        .output()
+        .expect("ls -l");
+    assert!(out.status.success(), "ls -l: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn without_posix_metadata_ls_l_costs_only_listings() {
+    let s = server();
+    for i in 0..120 {
+        s.put(
+            "data",
+            &format!("nometa/d/f{i:03}"),
+            vec![b'x'; i],
+            &[("mode", "33216")],
+        );
+    }
+    let mut args = s.reader_args();
+    args.push("--no-posix-metadata".into());
+    let m = Mount::start(s, "alice", "data:/nometa", &args).expect("mount");
+    let lines = ls_l(&m.join("d"));
+    assert_eq!(lines.len(), 120, "{lines:?}");
+    // The metadata says 0700; without reading it, the mount shows its default 0644.
+    assert!(lines.iter().all(|l| l.starts_with("-rw-r--r--")), "{lines:?}");
+    let meta = std::fs::metadata(m.join("d/f077")).expect("stat");
+    assert_eq!(meta.len(), 77);
+    let requests = s.s3_requests_under("data", "nometa/");
+    let heads: Vec<_> = requests.iter().filter(|(method, ..)| method == "HEAD").collect();
+    assert!(heads.is_empty(), "no HEAD at all: {heads:?}");
+    assert!(
+        requests.iter().any(|(method, ..)| method == "GET"),
+        "listings: {requests:?}"
+    );
+    m.unmount();
+}
+
+#[test]
+fn ls_l_gets_attributes_with_the_entries_and_counts_their_lookups_exactly() {
+    let s = server();
+    const FILES: usize = 150;
+    for i in 0..FILES {
+        s.put(
+            "data",
+            &format!("plus/d/f{i:03}"),
+            vec![b'y'; i],
+            &[("mode", "33216"), ("uid", "4321")],
+        );
+    }
+    let m = Mount::start(s, "alice", "data:/plus", &s.reader_args()).expect("mount");
+    let dir = m.join("d");
+    let lines = ls_l(&dir);
+    assert_eq!(lines.len(), FILES, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("-rwx------") && l.contains(" 4321 ")),
+        "attributes from the metadata: {lines:?}"
+    );
+    let heads = |key: &str| {
+        s.s3_requests_under("data", key)
+            .iter()
+            .filter(|(method, ..)| method == "HEAD")
+            .count()
+    };
+    assert_eq!(heads("plus/d/f"), FILES, "one HEAD per entry");
+    // stat after ls -l: the kernel has the attributes already.
+    let before = s.s3_requests_under("data", "plus/").len();
+    let meta = std::fs::symlink_metadata(dir.join("f042")).expect("stat");
+    assert_eq!((meta.len(), meta.mode() & 0o7777, meta.uid()), (42, 0o700, 4321));
+    assert_eq!(
+        s.s3_requests_under("data", "plus/").len(),
+        before,
+        "stat needed no request"
+    );
+    // Every listing hands the kernel every entry again, each counted as a lookup: the
+    // same inodes, not new ones.
+    let held = inodes(&m.path);
+    assert!((FILES..=FILES + 4).contains(&held), "{held} inodes after one ls -l");
+    for _ in 0..20 {
+        assert_eq!(ls_l(&dir).len(), FILES);
+    }
+    assert_eq!(inodes(&m.path), held, "inodes grew with listings");
+    // When the kernel lets them go, its forgets match the counts exactly: they all go.
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop the kernel's dentries");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut left = inodes(&m.path);
+    while left > 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = inodes(&m.path);
+    }
+    assert!(left <= 4, "{left} inodes left after the kernel forgot the entries");
+    // And the names still work.
+    assert_eq!(std::fs::metadata(dir.join("f149")).expect("stat").len(), 149);
+    m.unmount();
+}

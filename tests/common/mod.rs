@@ -210,6 +210,30 @@ impl Server {
             .collect()
     }
 
+    /// The S3 requests the server has seen so far whose path starts with `path_prefix`
+    /// (`/bucket/key…`) or, for listings, whose `prefix=` starts with `key_prefix`: as
+    /// (method, path, query), oldest first.
+    pub fn s3_requests_under(&self, bucket: &str, key_prefix: &str) -> Vec<(String, String, String)> {
+        let (status, body) = self.http("GET", "/s3role-test/s3-requests", "");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("request log is JSON");
+        let path_prefix = format!("/{bucket}/{key_prefix}");
+        let list_prefix = format!("prefix={}", key_prefix.replace('/', "%2F"));
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .map(|r| {
+                let field = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+                (field("method"), field("path"), field("query"))
+            })
+            .filter(|(_, path, query)| {
+                path.starts_with(&path_prefix)
+                    || ((path == &format!("/{bucket}") || path == &format!("/{bucket}/"))
+                        && query.split('&').any(|q| q.starts_with(&list_prefix)))
+            })
+            .collect()
+    }
+
     /// STS sessions issued so far, as (role ARN, session name).
     pub fn sessions(&self) -> Vec<(String, String)> {
         let (_, body) = self.http("GET", "/s3role-test/sessions", "");
@@ -280,6 +304,19 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `s3role status DIR` as name/value pairs.
+pub fn status(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let out = s3role().arg("status").arg(dir).output().expect("s3role status");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once(char::is_whitespace)
+                .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        })
+        .collect()
 }
 
 /// The s3role binary under test.
