@@ -3,7 +3,6 @@
 use crate::fs::attr::Kind;
 use crate::store::{ObjectInfo, ObjectStore, StoreError};
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 use std::time::{Instant, SystemTime};
 
 /// One name in a directory, as the listing shows it.
@@ -22,7 +21,7 @@ pub struct DirEntry {
 }
 
 /// A directory's contents at one moment.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Listing {
     /// Entries, sorted by name.
     pub entries: Vec<DirEntry>,
@@ -30,19 +29,6 @@ pub struct Listing {
     pub marker: Option<ObjectInfo>,
     /// When it was listed.
     pub fetched: Instant,
-    /// Whether attributes of the entries are being fetched ahead of the kernel's lookups.
-    pub fill_started: AtomicBool,
-}
-
-impl Clone for Listing {
-    fn clone(&self) -> Self {
-        Listing {
-            entries: self.entries.clone(),
-            marker: self.marker.clone(),
-            fetched: self.fetched,
-            fill_started: AtomicBool::new(self.fill_started.load(std::sync::atomic::Ordering::Relaxed)),
-        }
-    }
 }
 
 impl Listing {
@@ -59,7 +45,6 @@ impl Listing {
                 content_type: None,
             }),
             fetched: Instant::now(),
-            fill_started: AtomicBool::new(false),
         }
     }
 
@@ -177,7 +162,6 @@ pub async fn list_dir<S: ObjectStore>(store: &S, prefix: &str) -> Result<Listing
         entries: entries.into_values().collect(),
         marker,
         fetched: Instant::now(),
-        fill_started: AtomicBool::new(false),
     })
 }
 

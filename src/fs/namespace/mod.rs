@@ -386,7 +386,6 @@ impl<S: ObjectStore> Namespace<S> {
             let Some(entry) = listing.find(name).cloned() else {
                 return Ok(None);
             };
-            self.start_fill(&parent_path, &listing);
             return match entry.kind {
                 Kind::Dir => self.dir_attr(&path).await.map(Some),
                 _ => self.file_attr(&key, Some(&Listed::from(&entry))).await,
@@ -408,43 +407,6 @@ impl<S: ObjectStore> Namespace<S> {
             object: Some((info.etag.clone(), info.size)),
             local: false,
         }))
-    }
-
-    /// Fetches the attributes of every entry of a listed directory ahead of the kernel's
-    /// lookups, a bounded number of HEADs at a time. Started by the first lookup in the
-    /// directory, so a plain `ls` costs one listing while `ls -l` does not wait for one HEAD
-    /// after another.
-    fn start_fill(self: &Arc<Self>, parent_path: &str, listing: &Arc<Listing>) {
-        if !self.cfg.posix_metadata || listing.fill_started.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        // The keys, not the listing: a listing held here would be copied whole by every
-        // change this mount makes in the directory meanwhile.
-        let keys: Vec<String> = listing
-            .entries
-            .iter()
-            .map(|entry| {
-                let path = join(parent_path, &entry.name);
-                match entry.kind {
-                    Kind::Dir => self.prefix_for(&path),
-                    _ => self.key_for(&path),
-                }
-            })
-            .collect();
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            for key in keys {
-                let meta = me.meta.clone();
-                tasks.spawn(async move {
-                    let _ = meta.head(&key).await;
-                });
-                while tasks.len() >= me.cfg.head_concurrency {
-                    tasks.join_next().await;
-                }
-            }
-            while tasks.join_next().await.is_some() {}
-        });
     }
 
     /// Starts fetching the attributes of the entries of open directory `dir` (`items`, as
