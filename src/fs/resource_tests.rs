@@ -73,6 +73,7 @@ impl ObjectStore for SinkStore {
         Ok(Part {
             number,
             etag: format!("\"p{number}\""),
+            checksum: None,
         })
     }
 

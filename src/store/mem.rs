@@ -408,6 +408,7 @@ impl ObjectStore for MemStore {
         Ok(Part {
             number,
             etag: format!("\"part{number}\""),
+            checksum: None,
         })
     }
 
@@ -449,6 +450,7 @@ impl ObjectStore for MemStore {
         Ok(Part {
             number,
             etag: format!("\"part{number}\""),
+            checksum: None,
         })
     }
 

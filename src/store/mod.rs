@@ -50,6 +50,8 @@ pub struct Part {
     pub number: i32,
     /// ETag the server returned for it.
     pub etag: String,
+    /// Its checksum (base64), when the upload has one: CompleteMultipartUpload repeats it.
+    pub checksum: Option<String>,
 }
 
 /// One page of a delimited listing.

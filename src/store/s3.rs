@@ -9,7 +9,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use bytes::Bytes;
 use std::ops::Range;
 use std::sync::Arc;
@@ -31,6 +31,76 @@ pub struct S3Location {
     /// How long S3 may take to start answering a request, from which every other limit is
     /// derived (see [`Timeouts`]); `None` means [`DEFAULT_REQUEST_TIMEOUT`].
     pub request_timeout: Option<Duration>,
+}
+
+/// How S3 learns that the body of a PutObject or UploadPart arrived intact, so that it
+/// stores nothing but the bytes the client sent. Both ways check every byte; they differ in
+/// what the client spends per byte, and in what S3-compatible servers accept.
+///
+/// The bodies are in memory, so the SDK puts either in a header: it never switches to
+/// `aws-chunked` with a trailing checksum, over HTTP or HTTPS. GetObject answers are not
+/// checked (`ResponseChecksumValidation::WhenRequired`): a ranged GET carries no checksum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UploadChecksum {
+    /// The CRC32C of the body in `x-amz-checksum-crc32c`, which S3 checks before it stores
+    /// the object or part, and keeps with it. The body is left out of the SigV4 signature
+    /// (`x-amz-content-sha256: UNSIGNED-PAYLOAD`), so the client reads it once, for a
+    /// CRC32C, instead of for a SHA-256 (about 0.02 s of CPU per GiB instead of 0.54 with
+    /// SHA-NI). A multipart upload is created for CRC32C, and CompleteMultipartUpload repeats
+    /// each part's CRC32C, which S3 requires. mountpoint-s3 too sends a CRC32C per part.
+    #[default]
+    Crc32c,
+    /// No checksum header: SigV4 signs the SHA-256 of the body (`x-amz-content-sha256`),
+    /// which S3 checks. What aws-sdk-s3 sends when no checksum is asked for; for servers
+    /// that refuse checksum headers. Some S3-compatible servers do not check this hash.
+    SignedPayload,
+}
+
+impl UploadChecksum {
+    /// Every way, so that `--upload-checksum` can list them.
+    pub const ALL: [UploadChecksum; 2] = [UploadChecksum::Crc32c, UploadChecksum::SignedPayload];
+
+    /// The name `--upload-checksum` gives it (and logs and the benchmark print).
+    pub fn name(self) -> &'static str {
+        match self {
+            UploadChecksum::Crc32c => "crc32c",
+            UploadChecksum::SignedPayload => "signed-payload",
+        }
+    }
+
+    /// The base64 CRC32C of `body`, when this way sends one.
+    fn crc32c(self, body: &[u8]) -> Option<String> {
+        match self {
+            UploadChecksum::Crc32c => {
+                let mut crc = aws_smithy_checksums::ChecksumAlgorithm::Crc32c.into_impl();
+                crc.update(body);
+                Some(aws_smithy_types::base64::encode(&crc.finalize()[..]))
+            }
+            UploadChecksum::SignedPayload => None,
+        }
+    }
+
+    /// The checksum algorithm of a new multipart upload.
+    fn algorithm(self) -> Option<ChecksumAlgorithm> {
+        match self {
+            UploadChecksum::Crc32c => Some(ChecksumAlgorithm::Crc32C),
+            UploadChecksum::SignedPayload => None,
+        }
+    }
+}
+
+/// Reads the names [`UploadChecksum::name`] gives, in any case, so that tools such as
+/// `examples/direct_put.rs` take the same values as `--upload-checksum`.
+impl std::str::FromStr for UploadChecksum {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let names = || Self::ALL.map(Self::name).join(", ");
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("'{s}' is not one of {}", names()))
+    }
 }
 
 /// The request timeout when none is given. S3 answers a metadata request in well under a
@@ -148,6 +218,7 @@ pub struct S3Store {
     bucket: String,
     credentials_problem: Option<CredentialsProblem>,
     timeouts: Timeouts,
+    upload_checksum: UploadChecksum,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -195,7 +266,15 @@ impl S3Store {
             bucket: location.bucket.clone(),
             credentials_problem,
             timeouts,
+            upload_checksum: UploadChecksum::default(),
         }
+    }
+
+    /// The same store, protecting uploads with `checksum` instead of the default CRC32C, for
+    /// S3-compatible servers that refuse checksums.
+    pub fn with_upload_checksum(mut self, checksum: UploadChecksum) -> Self {
+        self.upload_checksum = checksum;
+        self
     }
 
     /// The bucket this store reads.
@@ -385,19 +464,23 @@ impl ObjectStore for S3Store {
 
     async fn put(&self, key: &str, body: Bytes, new: &NewObject) -> Result<String, StoreError> {
         let len = body.len() as u64;
-        let out = self
+        let crc32c = self.upload_checksum.crc32c(&body);
+        let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_checksum_algorithm(crc32c.as_ref().map(|_| ChecksumAlgorithm::Crc32C))
+            .set_checksum_crc32_c(crc32c.clone())
             .body(ByteStream::from(body))
             .set_metadata(Some(hash_map(&new.metadata)))
             .set_content_type(new.content_type.clone())
             .customize()
-            .config_override(with_timeouts(self.timeouts.upload(len)))
-            .send()
-            .await
-            .map_err(|e| self.classify("PutObject", key, e))?;
+            .config_override(with_timeouts(self.timeouts.upload(len)));
+        if crc32c.is_some() {
+            req = req.disable_payload_signing();
+        }
+        let out = req.send().await.map_err(|e| self.classify("PutObject", key, e))?;
         Ok(out.e_tag().unwrap_or_default().to_owned())
     }
 
@@ -409,6 +492,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .set_metadata(Some(hash_map(&new.metadata)))
             .set_content_type(new.content_type.clone())
+            .set_checksum_algorithm(self.upload_checksum.algorithm())
             .send()
             .await
             .map_err(|e| self.classify("CreateMultipartUpload", key, e))?;
@@ -422,22 +506,27 @@ impl ObjectStore for S3Store {
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> Result<Part, StoreError> {
         let len = body.len() as u64;
-        let out = self
+        let crc32c = self.upload_checksum.crc32c(&body);
+        let mut req = self
             .client
             .upload_part()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
             .part_number(number)
+            .set_checksum_algorithm(crc32c.as_ref().map(|_| ChecksumAlgorithm::Crc32C))
+            .set_checksum_crc32_c(crc32c.clone())
             .body(ByteStream::from(body))
             .customize()
-            .config_override(with_timeouts(self.timeouts.upload(len)))
-            .send()
-            .await
-            .map_err(|e| self.classify("UploadPart", key, e))?;
+            .config_override(with_timeouts(self.timeouts.upload(len)));
+        if crc32c.is_some() {
+            req = req.disable_payload_signing();
+        }
+        let out = req.send().await.map_err(|e| self.classify("UploadPart", key, e))?;
         Ok(Part {
             number,
             etag: out.e_tag().unwrap_or_default().to_owned(),
+            checksum: crc32c,
         })
     }
 
@@ -465,19 +554,27 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.classify("UploadPartCopy", key, e))?;
-        let etag = out
-            .copy_part_result()
-            .and_then(|r| r.e_tag())
-            .unwrap_or_default()
-            .to_owned();
-        Ok(Part { number, etag })
+        let result = out.copy_part_result();
+        let etag = result.and_then(|r| r.e_tag()).unwrap_or_default().to_owned();
+        // In an upload created for CRC32C, S3 computes the CRC32C of the copied range itself.
+        let checksum = result
+            .and_then(|r| r.checksum_crc32_c())
+            .filter(|_| self.upload_checksum == UploadChecksum::Crc32c)
+            .map(str::to_owned);
+        Ok(Part { number, etag, checksum })
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<Part>) -> Result<String, StoreError> {
         let timeouts = with_timeouts(self.timeouts.complete(parts.len()));
         let parts = parts
             .into_iter()
-            .map(|p| CompletedPart::builder().part_number(p.number).e_tag(p.etag).build())
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(p.etag)
+                    .set_checksum_crc32_c(p.checksum)
+                    .build()
+            })
             .collect();
         let out = self
             .client
@@ -634,6 +731,171 @@ mod tests {
             assert!(c.operation_attempt_timeout().is_some());
             assert!(c.operation_timeout() > c.operation_attempt_timeout());
         }
+    }
+
+    /// A request as the client was about to send it, signed.
+    struct Sent {
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Sent {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        }
+
+        fn checksum_headers(&self) -> Vec<&str> {
+            let names = self.headers.iter().map(|(k, _)| k.as_str());
+            names.filter(|k| k.starts_with("x-amz-checksum-")).collect()
+        }
+    }
+
+    /// Records each request at the last moment before it would be sent, then stops it there.
+    #[derive(Clone, Debug, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<Sent>>>);
+
+    impl std::fmt::Debug for Sent {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Sent").field("headers", &self.headers).finish()
+        }
+    }
+
+    impl aws_sdk_s3::config::Intercept for Capture {
+        fn name(&self) -> &'static str {
+            "Capture"
+        }
+
+        fn read_before_transmit(
+            &self,
+            context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+            _: &aws_sdk_s3::config::RuntimeComponents,
+            _: &mut aws_sdk_s3::config::ConfigBag,
+        ) -> Result<(), aws_sdk_s3::error::BoxError> {
+            let request = context.request();
+            let headers = request
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+                .collect();
+            let body = request.body().bytes().unwrap_or_default().to_vec();
+            self.0.lock().unwrap().push(Sent { headers, body });
+            Err("captured, not sent".into())
+        }
+    }
+
+    impl Capture {
+        /// The first request sent since the last call.
+        fn first(&self) -> Sent {
+            let mut sent = std::mem::take(&mut *self.0.lock().unwrap());
+            assert!(!sent.is_empty(), "no request was sent");
+            sent.swap_remove(0)
+        }
+    }
+
+    fn capturing_store(endpoint: &str, checksum: UploadChecksum) -> (S3Store, Capture) {
+        let sdk = aws_types::SdkConfig::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .build();
+        let credentials = aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let location = S3Location {
+            bucket: "b".into(),
+            endpoint_url: Some(endpoint.into()),
+            path_style: true,
+            request_timeout: None,
+        };
+        let mut store = S3Store::new(&sdk, SharedCredentialsProvider::new(credentials), &location, None)
+            .with_upload_checksum(checksum);
+        let capture = Capture::default();
+        let conf = store.client.config().to_builder().interceptor(capture.clone()).build();
+        store.client = aws_sdk_s3::Client::from_conf(conf);
+        (store, capture)
+    }
+
+    /// CRC32C("123456789") = 0xe3069283, the standard check value.
+    const CHECK_CRC32C: &str = "4waSgw==";
+
+    /// What a PutObject and an UploadPart of "123456789" send to `endpoint` with `checksum`,
+    /// and the store, to send more.
+    async fn uploads_sent(endpoint: &str, checksum: UploadChecksum) -> (S3Store, Capture, [Sent; 2]) {
+        let (store, sent) = capturing_store(endpoint, checksum);
+        let body = Bytes::from_static(b"123456789");
+        let _ = store.put("k", body.clone(), &NewObject::default()).await;
+        let put = sent.first();
+        let _ = store.upload_part("k", "u", 1, body).await;
+        let upload_part = sent.first();
+        (store, sent, [put, upload_part])
+    }
+
+    /// The checksum algorithm a CreateMultipartUpload asks for, and the body of a
+    /// CompleteMultipartUpload of one part with `checksum`.
+    async fn multipart_sent(store: &S3Store, sent: &Capture, checksum: Option<&str>) -> (Option<String>, String) {
+        let _ = store.create_multipart("k", &NewObject::default()).await;
+        let algorithm = sent.first().header("x-amz-checksum-algorithm").map(str::to_owned);
+        let part = Part {
+            number: 1,
+            etag: "\"e1\"".into(),
+            checksum: checksum.map(str::to_owned),
+        };
+        let _ = store.complete_multipart("k", "u", vec![part]).await;
+        let complete = String::from_utf8(sent.first().body).unwrap();
+        (algorithm, complete)
+    }
+
+    #[tokio::test]
+    async fn uploads_carry_a_crc32c_and_an_unsigned_body_over_http_and_https() {
+        for endpoint in ["http://127.0.0.1:9", "https://127.0.0.1:9"] {
+            let (store, sent, uploads) = uploads_sent(endpoint, UploadChecksum::default()).await;
+            for r in &uploads {
+                assert_eq!(
+                    r.header("x-amz-content-sha256"),
+                    Some("UNSIGNED-PAYLOAD"),
+                    "{endpoint}: {r:?}"
+                );
+                assert_eq!(
+                    r.header("x-amz-checksum-crc32c"),
+                    Some(CHECK_CRC32C),
+                    "{endpoint}: {r:?}"
+                );
+                assert_eq!(r.checksum_headers(), ["x-amz-checksum-crc32c"], "{endpoint}: {r:?}");
+                let auth = r.header("authorization").unwrap_or_default();
+                assert!(auth.contains(";x-amz-checksum-crc32c;"), "the CRC32C is signed: {auth}");
+                assert_eq!(r.header("content-encoding"), None, "never aws-chunked: {r:?}");
+                assert_eq!(r.header("x-amz-trailer"), None, "no trailer: {r:?}");
+                assert_eq!(r.body, b"123456789");
+            }
+            let (algorithm, complete) = multipart_sent(&store, &sent, Some(CHECK_CRC32C)).await;
+            assert_eq!(algorithm.as_deref(), Some("CRC32C"));
+            assert!(
+                complete.contains("<ChecksumCRC32C>4waSgw==</ChecksumCRC32C>"),
+                "{complete}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn signed_payload_signs_the_sha256_of_the_body_and_sends_no_checksum() {
+        const SHA256: &str = "15e2b0d3c33891ebb0f1ef609ec419420c20e320ce94c65fbc8c3312448eb225";
+        for endpoint in ["http://127.0.0.1:9", "https://127.0.0.1:9"] {
+            let (store, sent, uploads) = uploads_sent(endpoint, UploadChecksum::SignedPayload).await;
+            for r in &uploads {
+                assert_eq!(r.header("x-amz-content-sha256"), Some(SHA256), "{endpoint}: {r:?}");
+                assert!(r.checksum_headers().is_empty(), "{endpoint}: {r:?}");
+                assert_eq!(r.header("x-amz-sdk-checksum-algorithm"), None, "{endpoint}: {r:?}");
+            }
+            let (algorithm, complete) = multipart_sent(&store, &sent, None).await;
+            assert_eq!(algorithm, None);
+            assert!(!complete.contains("Checksum"), "{complete}");
+        }
+    }
+
+    #[test]
+    fn upload_checksums_are_named() {
+        for c in UploadChecksum::ALL {
+            assert_eq!(c.name().parse::<UploadChecksum>(), Ok(c));
+        }
+        assert_eq!(UploadChecksum::default().name(), "crc32c");
+        assert!("sha256".parse::<UploadChecksum>().is_err());
     }
 
     #[test]
