@@ -1,6 +1,7 @@
 //! The command line: `s3role mount`, `s3role check`, and how their options become settings.
 
 use crate::creds::{self, CredsConfig, RoleSpec, SourceSpec, validate::InvalidInput};
+use crate::store::s3::UploadChecksum;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -301,6 +302,11 @@ pub struct FileArgs {
     /// before its bytes go to the recovery directory.
     #[arg(long, value_name = "SECONDS", default_value_t = 900)]
     pub upload_retry_time: u64,
+    /// How S3 checks that each upload arrived intact: crc32c sends the CRC32C of every object
+    /// and part and leaves the body out of the signature; signed-payload signs the SHA-256 of
+    /// the body instead (more CPU per byte), for S3-compatible servers that refuse checksums.
+    #[arg(long, value_name = "HOW", value_enum, default_value = "crc32c")]
+    pub upload_checksum: UploadChecksum,
     /// Where the bytes of files that could not be uploaded are left, one file each, mode
     /// 0600 [default: STATE_DIR/recovery].
     #[arg(long, value_name = "DIR")]
@@ -375,6 +381,22 @@ pub fn parse_source(s: &str) -> Result<Source, InvalidInput> {
         bucket: bucket.to_owned(),
         prefix,
     })
+}
+
+/// `--upload-checksum` takes the names [`UploadChecksum::name`] gives, and the help and man
+/// page list them with what each costs, so that nobody has to read the README to choose.
+impl clap::ValueEnum for UploadChecksum {
+    fn value_variants<'a>() -> &'a [Self] {
+        &UploadChecksum::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self {
+            UploadChecksum::Crc32c => "a CRC32C of each object and part; the body is not signed",
+            UploadChecksum::SignedPayload => "no checksum header; the SHA-256 of the body is signed",
+        };
+        Some(clap::builder::PossibleValue::new(self.name()).help(help))
+    }
 }
 
 impl AccessArgs {

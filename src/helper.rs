@@ -185,6 +185,32 @@ mod tests {
     }
 
     #[test]
+    fn upload_checksum_in_the_o_form() {
+        let upload_checksum = |argv: Vec<String>| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(crate::cli::Command::Mount(m)) => Ok(m.files.upload_checksum),
+            Ok(_) => panic!("not a mount"),
+            Err(e) => Err(e.kind()),
+        };
+        use crate::store::s3::UploadChecksum;
+        let h = helper(&["mount.s3role", "b", "/m", "-o", "upload_checksum=signed-payload"]);
+        assert_eq!(upload_checksum(translate(&h)), Ok(UploadChecksum::SignedPayload));
+        let argv = ["s3role", "mount", "b", "/m", "-oupload-checksum=crc32c"].map(String::from);
+        let expanded = crate::mount_opts::expand_args(argv.to_vec());
+        assert_eq!(upload_checksum(expanded), Ok(UploadChecksum::Crc32c));
+        let h = helper(&["mount.s3role", "b", "/m"]);
+        assert_eq!(
+            upload_checksum(translate(&h)),
+            Ok(UploadChecksum::Crc32c),
+            "the default"
+        );
+        let h = helper(&["mount.s3role", "b", "/m", "-o", "upload_checksum=sha256"]);
+        assert_eq!(
+            upload_checksum(translate(&h)),
+            Err(clap::error::ErrorKind::InvalidValue)
+        );
+    }
+
+    #[test]
     fn fstab_and_systemd_options_are_ignored() {
         let h = helper(&[
             "mount.s3role",

@@ -164,7 +164,8 @@ async fn connect(args: &MountArgs, source: &Source, mountpoint: &std::path::Path
         SharedCredentialsProvider::new(SlotProvider(slot)),
         &location,
         Some(problem),
-    );
+    )
+    .with_upload_checksum(args.files.upload_checksum);
     store
         .list_page(&source.prefix, Some("/"), None, Some(1))
         .await

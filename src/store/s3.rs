@@ -270,8 +270,8 @@ impl S3Store {
         }
     }
 
-    /// The same store, protecting uploads with `checksum` instead of the default CRC32C, for
-    /// S3-compatible servers that refuse checksums.
+    /// The same store, protecting uploads with `checksum` instead of the default CRC32C: a
+    /// mount passes `--upload-checksum` here, for S3-compatible servers that refuse checksums.
     pub fn with_upload_checksum(mut self, checksum: UploadChecksum) -> Self {
         self.upload_checksum = checksum;
         self
