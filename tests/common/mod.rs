@@ -131,6 +131,10 @@ impl Server {
             .endpoint_url(&world.endpoint)
             .force_path_style(true)
             .credentials_provider(Credentials::new(ak, sk, None, None, "test-admin"))
+            // The tests compare bodies themselves. moto 5.2.1 gives the copy of a multipart
+            // object the source's composite CRC32C without its part count, so the SDK's
+            // default check takes it for a full-object CRC32C and calls a right body wrong.
+            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
             .build();
         let admin = aws_sdk_s3::Client::from_conf(conf);
         Server {
