@@ -99,8 +99,6 @@ log() { echo "== $*" >&2; }
 now() { date +%s.%N; }
 # CPU ticks (user+system) of a process, all threads.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# Busy and total jiffies of the whole machine.
-machine() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
 calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
 # median and best (max) of numbers given as arguments
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
@@ -184,13 +182,13 @@ cpu_of() {
 cpu_begin() {
     C_MOUNT=$( [[ -n $MOUNT_PID ]] && ticks "$MOUNT_PID" || echo 0)
     C_SERVER=$(ticks "$BENCH_SERVER_PID")
-    read -r C_BUSY C_TOTAL < <(machine)
+    read -r C_BUSY C_TOTAL < <(bench_jiffies)
 }
 cpu_end() {
     local m s busy total
     m=$( [[ -n $MOUNT_PID ]] && ticks "$MOUNT_PID" || echo 0)
     s=$(ticks "$BENCH_SERVER_PID")
-    read -r busy total < <(machine)
+    read -r busy total < <(bench_jiffies)
     CPU_MOUNT_SECS=$(calc "($m - $C_MOUNT) / $HZ" 2)
     CPU_SERVER_SECS=$(calc "($s - $C_SERVER) / $HZ" 2)
     CPU_MOUNT=$(calc "$CPU_MOUNT_SECS / $1 * 100" 0)
@@ -206,24 +204,8 @@ fi
 python3 -c 'import boto3' 2>/dev/null || { echo "needs python3 with boto3 (pip install boto3)" >&2; exit 1; }
 command -v fusermount3 >/dev/null || { echo "needs fusermount3 (apt-get install fuse3)" >&2; exit 1; }
 
-# Cores kept busy by the whole machine over the next $1 seconds.
-busy_cores() {
-    local b0 t0 b1 t1
-    read -r b0 t0 < <(machine)
-    sleep "$1"
-    read -r b1 t1 < <(machine)
-    calc "($b1 - $b0) / ($t1 - $t0) * $NCPU" 2
-}
-# On a shared machine anything else running skews the figures: wait (up to QUIET_WAIT
-# seconds) for it to calm down, and report what was running anyway.
-waited=0
-BG=$(busy_cores 2)
-while awk "BEGIN { exit !($BG > 0.3) }" && ((waited < ${QUIET_WAIT:-0})); do
-    log "machine busy ($BG cores), waiting for it to calm down (${waited}s of ${QUIET_WAIT}s)"
-    sleep 8
-    waited=$((waited + 10))
-    BG=$(busy_cores 2)
-done
+bench_wait_quiet
+BG=$BENCH_BUSY
 log "background load before measuring: $BG cores busy"
 
 log "starting $BENCH_SERVER"

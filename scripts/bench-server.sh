@@ -188,6 +188,31 @@ bench_server_vacuum() {
     fi
 }
 
+# bench_jiffies: busy and total jiffies of the whole machine.
+bench_jiffies() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
+# bench_busy_cores SECONDS: how many cores the whole machine kept busy over the next SECONDS.
+bench_busy_cores() {
+    local b0 t0 b1 t1
+    read -r b0 t0 < <(bench_jiffies)
+    sleep "$1"
+    read -r b1 t1 < <(bench_jiffies)
+    awk -v n="$(nproc)" "BEGIN { printf \"%.2f\", ($b1 - $b0) / ($t1 - $t0) * n }"
+}
+
+# bench_wait_quiet: on a shared machine anything else running skews the figures, so this
+# waits (up to QUIET_WAIT seconds, default 0) until at most 0.3 cores are busy. Sets
+# BENCH_BUSY to the cores busy at the last look, for the report.
+bench_wait_quiet() {
+    local waited=0
+    BENCH_BUSY=$(bench_busy_cores 2)
+    while awk "BEGIN { exit !($BENCH_BUSY > 0.3) }" && ((waited < ${QUIET_WAIT:-0})); do
+        echo "bench: machine busy ($BENCH_BUSY cores), waiting for it to calm down (${waited}s of ${QUIET_WAIT}s)" >&2
+        sleep 8
+        waited=$((waited + 10))
+        BENCH_BUSY=$(bench_busy_cores 2)
+    done
+}
+
 # Stops the server (TERM, then KILL after 10 s) and deletes its data. Safe to call twice.
 bench_server_stop() {
     if [[ -n ${BENCH_SERVER_PID:-} ]]; then
