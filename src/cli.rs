@@ -16,6 +16,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once at start: the size of the mount variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Mount a bucket or a prefix of one.
@@ -289,6 +291,14 @@ pub struct FileArgs {
     /// Memory for cached file blocks, e.g. 512M or 2G.
     #[arg(long, value_name = "BYTES", default_value = "512M", value_parser = parse_size)]
     pub cache_size: u64,
+    /// Keep blocks read from S3 on local disk in DIR too, so they are read from there after a
+    /// remount or reboot (blocks are tied to the object's ETag and size, and checksummed).
+    /// One mount per directory; it is made 0700 and must belong to the user mounting.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes the disk cache holds; the least recently used blocks go first.
+    #[arg(long, value_name = "BYTES", default_value = "10G", value_parser = parse_size)]
+    pub cache_dir_size: u64,
     /// Seconds listings and attributes are trusted before S3 is asked again.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub metadata_ttl: u64,

@@ -4,7 +4,7 @@
 use crate::cli::{MountArgs, Secrets, Source, parse_source, without_inline_secrets};
 use crate::creds::{Chain, Renewer, SlotProvider};
 use crate::daemon::{self, Readiness};
-use crate::fs::{Defaults, Fs, FsConfig};
+use crate::fs::{Defaults, DiskCache, Fs, FsConfig};
 use crate::fuse::{FuseAdapter, StatusReaders};
 use crate::store::journal::{Journaled, journal_name};
 use crate::store::s3::{CredentialsProblem, S3Location, S3Store};
@@ -140,6 +140,24 @@ pub fn explain_list_error(e: &StoreError, source: &Source, location: &S3Location
 }
 
 async fn connect(args: &MountArgs, source: &Source, mountpoint: &std::path::Path) -> Result<Connected, String> {
+    // First, so a directory another mount holds is refused before any request is made.
+    let disk_cache = match &args.files.cache_dir {
+        Some(dir) => {
+            let holder = format!(
+                "the mount of s3://{}/{} at {} (pid {})",
+                source.bucket,
+                source.prefix,
+                mountpoint.display(),
+                std::process::id()
+            );
+            let (dir, size) = (dir.clone(), args.files.cache_dir_size);
+            let opened = tokio::task::spawn_blocking(move || DiskCache::open(&dir, size, &holder))
+                .await
+                .map_err(|e| e.to_string())??;
+            Some(Arc::new(opened))
+        }
+        None => None,
+    };
     let region = args.access.resolve_region().await;
     let cfg = args.access.creds_config(region.clone()).map_err(|e| e.to_string())?;
     let who = cfg
@@ -219,6 +237,7 @@ async fn connect(args: &MountArgs, source: &Source, mountpoint: &std::path::Path
         staging_limit: args.files.staging_limit,
         metadata_ttl: Duration::from_secs(args.files.metadata_ttl),
         cache_bytes: args.files.cache_size.max(8 << 20),
+        disk_cache,
         retry_time: Duration::from_secs(args.files.upload_retry_time),
         recovery_dir: args
             .files
@@ -396,6 +415,7 @@ fn status_source(
         let time = |t: Option<std::time::SystemTime>| t.map(crate::timefmt::rfc3339).unwrap_or_else(|| "-".into());
         let (attributes, listings) = fs.metadata_cache_sizes();
         let (hits, misses) = fs.cache_hits_misses();
+        let disk = fs.disk_cache_stats();
         let pending = fs.pending_status();
         let rate = if hits + misses == 0 {
             "-".to_owned()
@@ -413,6 +433,13 @@ fn status_source(
             ("last_error".into(), s.last_error.unwrap_or_else(|| "-".into())),
             ("cache_bytes".into(), fs.cached_bytes().to_string()),
             ("cache_hit_rate".into(), rate),
+            ("disk_cache_bytes".into(), disk.map_or("-".into(), |d| d.0.to_string())),
+            ("disk_cache_hits".into(), disk.map_or("-".into(), |d| d.1.to_string())),
+            ("disk_cache_misses".into(), disk.map_or("-".into(), |d| d.2.to_string())),
+            (
+                "disk_cache_damaged".into(),
+                disk.map_or("-".into(), |d| d.3.to_string()),
+            ),
             ("uploads_in_flight".into(), fs.pending_files().to_string()),
             ("uploads_retrying".into(), pending.files.to_string()),
             ("oldest_upload_failure".into(), time(pending.oldest_failure)),

@@ -21,7 +21,7 @@ pub use attr::{Attr, Defaults, Kind};
 pub use error::FsError;
 pub use namespace::{DirItem, Listed, ROOT_INO, invalid_name};
 pub use ops::SetAttr;
-pub use read::CacheStats;
+pub use read::{CacheStats, DiskCache};
 pub use write::{PendingStatus, part_size_for, split_even, streamed_part_size};
 
 use crate::store::ObjectStore;
@@ -74,6 +74,8 @@ pub struct FsConfig {
     pub retry_backoff: Duration,
     /// Where the bytes of files that could not be uploaded are left.
     pub recovery_dir: std::path::PathBuf,
+    /// Blocks kept on local disk across remounts (`--cache-dir`), if any.
+    pub disk_cache: Option<Arc<DiskCache>>,
 }
 
 /// Where a mount keeps what must outlive it (the bytes of files that could not be
@@ -115,6 +117,7 @@ impl Default for FsConfig {
             retry_time: Duration::from_secs(900),
             retry_backoff: Duration::from_secs(1),
             recovery_dir: default_state_dir().join("recovery"),
+            disk_cache: None,
         }
     }
 }
@@ -219,6 +222,7 @@ impl<S: ObjectStore> Fs<S> {
                 block_size: cfg.block_size,
                 max_prefetch: cfg.max_prefetch,
                 max_request: cfg.max_request,
+                disk: cfg.disk_cache.clone(),
             },
         ));
         let writes = Arc::new(Writes::new(
@@ -625,6 +629,17 @@ impl<S: ObjectStore> Fs<S> {
     /// Bytes held by the block cache.
     pub fn cached_bytes(&self) -> u64 {
         self.reads.cached_bytes()
+    }
+
+    /// The disk cache's bytes, hits, misses and damaged files found, if there is one.
+    pub fn disk_cache_stats(&self) -> Option<(u64, u64, u64, u64)> {
+        let disk = self.cfg.disk_cache.as_ref()?;
+        Some((
+            disk.bytes(),
+            disk.stats.hits.load(Ordering::Relaxed),
+            disk.stats.misses.load(Ordering::Relaxed),
+            disk.stats.corrupt.load(Ordering::Relaxed),
+        ))
     }
 
     /// Blocks served from the cache and blocks fetched, since the mount started.

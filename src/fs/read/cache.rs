@@ -31,8 +31,7 @@ pub struct Block {
 }
 
 impl Block {
-    /// A block that is its own group.
-    #[cfg(test)]
+    /// A block that is its own group (one read from the disk cache).
     pub fn alone(data: Bytes) -> Self {
         Block {
             len: data.len(),

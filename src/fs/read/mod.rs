@@ -5,8 +5,11 @@
 
 mod bufpool;
 mod cache;
+mod disk;
 
 pub use cache::CacheStats;
+pub use disk::DiskCache;
+use disk::ObjectIdentity;
 
 use crate::fs::error::FsError;
 use crate::fs::lock;
@@ -15,7 +18,7 @@ use crate::store::ObjectStore;
 use bytes::{Bytes, BytesMut};
 use cache::{Block, BlockCache, BlockId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -59,7 +62,14 @@ pub struct ReadConfig {
     pub max_prefetch: u64,
     /// Largest single GET issued when prefetching.
     pub max_request: u64,
+    /// Blocks kept on local disk across remounts (`--cache-dir`), behind the memory cache.
+    pub disk: Option<Arc<DiskCache>>,
 }
+
+/// Bytes waiting to be written to the disk cache at most: past this, a block fetched from
+/// S3 is not kept on disk, so a disk slower than the network never holds up reads, and the
+/// memory waiting for it stays bounded.
+const MAX_DISK_WRITE_BYTES: usize = 32 << 20;
 
 /// Cached blocks and blocks being fetched, under one lock so a block is fetched once.
 struct BlockState {
@@ -74,6 +84,8 @@ pub struct Reads<S: ObjectStore> {
     cfg: ReadConfig,
     blocks: Mutex<BlockState>,
     buffers: Arc<bufpool::BufferPool>,
+    /// Bytes being written to the disk cache now.
+    disk_writes: Arc<AtomicUsize>,
     /// Hits and misses.
     pub stats: CacheStats,
 }
@@ -154,6 +166,7 @@ impl<S: ObjectStore> Reads<S> {
                 inflight: HashMap::new(),
             }),
             buffers: bufpool::BufferPool::new(group_buffer_size(cfg.block_size), 64),
+            disk_writes: Arc::new(AtomicUsize::new(0)),
             cfg,
             stats: CacheStats::default(),
         }
@@ -255,8 +268,11 @@ impl<S: ObjectStore> Reads<S> {
 
     /// Starts GETs for the blocks in `first..=last` that are neither cached nor already being
     /// fetched, at most `per_request` blocks per GET and never across a request boundary.
+    /// Blocks the disk cache holds are read from there instead, in one task.
     fn start_fetches(self: &Arc<Self>, source: &Source, first: u64, last: u64, per_request: u64) {
         let mut runs: Vec<(u64, Vec<watch::Sender<BlockResult>>)> = Vec::new();
+        let mut from_disk: Vec<(u64, watch::Sender<BlockResult>)> = Vec::new();
+        let identity = self.identity(source);
         {
             let mut state = lock(&self.blocks);
             let mut run: Option<(u64, Vec<watch::Sender<BlockResult>>)> = None;
@@ -266,23 +282,96 @@ impl<S: ObjectStore> Reads<S> {
                     index,
                 };
                 let missing = !state.cache.contains(&id) && !state.inflight.contains_key(&id);
+                let on_disk = missing
+                    && match (&self.cfg.disk, identity) {
+                        (Some(disk), Some(identity)) => disk.contains(identity, index),
+                        _ => false,
+                    };
                 let boundary = index % per_request == 0;
-                if !missing || boundary {
+                if !missing || on_disk || boundary {
                     runs.extend(run.take());
                 }
                 if missing {
                     let (tx, rx) = watch::channel(None);
                     state.inflight.insert(id, rx);
-                    run.get_or_insert_with(|| (index, Vec::new())).1.push(tx);
+                    if on_disk {
+                        from_disk.push((index, tx));
+                    } else {
+                        run.get_or_insert_with(|| (index, Vec::new())).1.push(tx);
+                    }
                 }
             }
             runs.extend(run);
+        }
+        if let (Some(identity), false) = (identity, from_disk.is_empty()) {
+            let me = self.clone();
+            let source = source.clone();
+            tokio::spawn(async move { me.load_from_disk(source, identity, from_disk).await });
         }
         for (start, senders) in runs {
             let me = self.clone();
             let source = source.clone();
             tokio::spawn(async move { me.fetch_run(source, start, senders).await });
         }
+    }
+
+    /// Which object `source` is, for the disk cache (`None` without one).
+    fn identity(&self, source: &Source) -> Option<ObjectIdentity> {
+        self.cfg.disk.as_ref()?;
+        let key = self.ns.key_of(source.ino).ok()?;
+        Some(ObjectIdentity::of(&key, &source.version.etag(), source.version.size))
+    }
+
+    /// Reads blocks from the disk cache, each handed over as soon as it is read; any the
+    /// disk no longer has intact are fetched from S3.
+    async fn load_from_disk(
+        self: Arc<Self>,
+        source: Source,
+        identity: ObjectIdentity,
+        blocks: Vec<(u64, watch::Sender<BlockResult>)>,
+    ) {
+        let Some(disk) = self.cfg.disk.clone() else {
+            return;
+        };
+        let (me, from) = (self.clone(), source.clone());
+        let missing = tokio::task::spawn_blocking(move || {
+            let mut missing = Vec::new();
+            for (index, tx) in blocks {
+                match disk.get(identity, index) {
+                    Some(data) => me.finish_block(&from, index, &tx, Ok(Block::alone(data))),
+                    None => missing.push((index, tx)),
+                }
+            }
+            missing
+        })
+        .await
+        .unwrap_or_default();
+        for (index, tx) in missing {
+            let me = self.clone();
+            let source = source.clone();
+            tokio::spawn(async move { me.fetch_run(source, index, vec![tx]).await });
+        }
+    }
+
+    /// Keeps blocks just fetched from S3 on disk, in the background; none if too many
+    /// writes are waiting already.
+    fn keep_on_disk(&self, identity: Option<ObjectIdentity>, blocks: Vec<(u64, Bytes)>) {
+        let (Some(disk), Some(identity)) = (self.cfg.disk.clone(), identity) else {
+            return;
+        };
+        let n: usize = blocks.iter().map(|(_, b)| b.len()).sum();
+        if self.disk_writes.fetch_add(n, Ordering::AcqRel) + n > MAX_DISK_WRITE_BYTES {
+            self.disk_writes.fetch_sub(n, Ordering::AcqRel);
+            tracing::debug!("the disk cache is behind: {n} bytes just read are not kept on disk");
+            return;
+        }
+        let writes = self.disk_writes.clone();
+        tokio::task::spawn_blocking(move || {
+            for (index, data) in blocks {
+                disk.put(identity, index, &data);
+            }
+            writes.fetch_sub(n, Ordering::AcqRel);
+        });
     }
 
     /// One GET covering consecutive blocks. They are filled into group buffers of up to
@@ -310,6 +399,11 @@ impl<S: ObjectStore> Reads<S> {
                 other => other,
             })?;
             let etag = source.version.etag();
+            let identity = self
+                .cfg
+                .disk
+                .as_ref()
+                .map(|_| ObjectIdentity::of(&key, &etag, source.version.size));
             let mut body = self.store.get_range(&key, start..end, Some(&etag)).await?;
             // The bytes of the group that starts with block i.
             let group_len = |i: usize| block_end(group_last(i)) - block_start(i);
@@ -330,14 +424,19 @@ impl<S: ObjectStore> Reads<S> {
                             .buffers
                             .freeze(std::mem::replace(&mut buf, self.buffers.take(next)));
                         let base = block_start(done);
+                        let mut keep = Vec::new();
                         for (i, tx) in senders.iter().enumerate().take(last + 1).skip(done) {
                             let block = Block {
                                 group: group.clone(),
                                 start: block_start(i) - base,
                                 len: block_end(i) - block_start(i),
                             };
+                            if identity.is_some() {
+                                keep.push((first + i as u64, block.slice(0, block.len)));
+                            }
                             self.finish_block(&source, first + i as u64, tx, Ok(block));
                         }
+                        self.keep_on_disk(identity, keep);
                         done = last + 1;
                     }
                 }
