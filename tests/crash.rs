@@ -26,7 +26,11 @@ fn a_daemon_killed_during_a_large_write_leaves_nothing_partial_and_the_next_moun
     args.extend(["--state-dir".into(), state.path().display().to_string()]);
     let mut first = Mount::start_at(s, "alice", "data:/crash", &args, &mountpoint).expect("mount");
     // Write until parts are on their way, then kill the daemon as the OOM killer would.
+    // (Past the first MiBs: the upload that checks write access at create is open for a
+    // moment too, at the same key.)
     let path = first.join("big.bin");
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = written.clone();
     let writer = std::thread::spawn(move || {
         let mut f = std::fs::File::create(&path).expect("create");
         let chunk = vec![5u8; 1 << 20];
@@ -34,10 +38,11 @@ fn a_daemon_killed_during_a_large_write_leaves_nothing_partial_and_the_next_moun
             if f.write_all(&chunk).is_err() {
                 return;
             }
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
-    while s.open_uploads("data", "crash/").is_empty() {
+    while written.load(std::sync::atomic::Ordering::Relaxed) < 24 || s.open_uploads("data", "crash/").is_empty() {
         assert!(
             Instant::now() < deadline,
             "no multipart upload started:\n{}",
