@@ -150,8 +150,8 @@ fn name_of(name: &OsStr) -> Option<String> {
 impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> std::io::Result<()> {
         // O_TRUNC comes with the open, so a rewrite is staged, not an empty upload first.
-        // READDIRPLUS always (not "auto"): `ls -l` then gets every entry with its attributes
-        // instead of sending one LOOKUP per entry.
+        // READDIRPLUS always (not "auto"): `ls -l` then gets entries with their attributes
+        // instead of sending one LOOKUP per entry (once it has asked for the first ones).
         let want = InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_PARALLEL_DIROPS
@@ -491,7 +491,9 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         let (fs, ttl) = (self.fs.clone(), self.ttl);
         self.rt.spawn(async move {
             let added = fs
-                .readdirplus(fh.0, offset, |item: &DirItem, attr: &Attr| {
+                .readdirplus(fh.0, offset, |item: &DirItem, attr: &Attr, complete: bool| {
+                    // Attributes from the listing alone are revalidated at first use.
+                    let ttl = if complete { ttl } else { Duration::ZERO };
                     reply.add(
                         INodeNo(attr.ino),
                         item.next_offset,

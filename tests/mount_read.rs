@@ -325,28 +325,38 @@ fn without_posix_metadata_ls_l_costs_only_listings() {
     m.unmount();
 }
 
-#[test]
-fn ls_l_gets_attributes_with_the_entries_and_counts_their_lookups_exactly() {
-    let s = server();
-    const FILES: usize = 150;
-    for i in 0..FILES {
+/// `count` objects `DIR/f000`… of `i` bytes each, with POSIX metadata: mode 0700, uid 4321.
+fn put_files_with_metadata(s: &Server, dir: &str, count: usize) {
+    for i in 0..count {
         s.put(
             "data",
-            &format!("plus/d/f{i:03}"),
+            &format!("{dir}/f{i:03}"),
             vec![b'y'; i],
             &[("mode", "33216"), ("uid", "4321")],
         );
     }
-    let m = Mount::start(s, "alice", "data:/plus", &s.reader_args()).expect("mount");
-    let dir = m.join("d");
-    let lines = ls_l(&dir);
-    assert_eq!(lines.len(), FILES, "{lines:?}");
+}
+
+/// `ls -l DIR` shows `count` files, each with the mode and owner of its metadata.
+fn assert_ls_l_shows_the_metadata(dir: &std::path::Path, count: usize) {
+    let lines = ls_l(dir);
+    assert_eq!(lines.len(), count, "{lines:?}");
     assert!(
         lines
             .iter()
             .all(|l| l.starts_with("-rwx------") && l.contains(" 4321 ")),
         "attributes from the metadata: {lines:?}"
     );
+}
+
+#[test]
+fn ls_l_gets_attributes_with_the_entries_and_counts_their_lookups_exactly() {
+    let s = server();
+    const FILES: usize = 150;
+    put_files_with_metadata(s, "plus/d", FILES);
+    let m = Mount::start(s, "alice", "data:/plus", &s.reader_args()).expect("mount");
+    let dir = m.join("d");
+    assert_ls_l_shows_the_metadata(&dir, FILES);
     let heads = |key: &str| {
         s.s3_requests_under("data", key)
             .iter()
@@ -382,5 +392,34 @@ fn ls_l_gets_attributes_with_the_entries_and_counts_their_lookups_exactly() {
     assert!(left <= 4, "{left} inodes left after the kernel forgot the entries");
     // And the names still work.
     assert_eq!(std::fs::metadata(dir.join("f149")).expect("stat").len(), 149);
+    m.unmount();
+}
+
+#[test]
+fn find_costs_no_head_and_a_later_ls_l_shows_the_objects_own_attributes() {
+    let s = server();
+    const FILES: usize = 60;
+    put_files_with_metadata(s, "findx/a", FILES);
+    put_files_with_metadata(s, "findx/b", FILES);
+    let m = Mount::start(s, "alice", "data:/findx", &s.reader_args()).expect("mount");
+    let out = std::process::Command::new("find").arg(&m.path).output().expect("find");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1 + 2 + 2 * FILES);
+    // HEADs of the files (a directory may cost one for its marker object).
+    let heads = || {
+        s.s3_requests_under("data", "findx/")
+            .iter()
+            .filter(|(method, path, _)| method == "HEAD" && path.contains("/f0"))
+            .count()
+    };
+    assert_eq!(
+        heads(),
+        0,
+        "find needs names and types only: {:?}",
+        s.s3_requests_under("data", "findx/")
+    );
+    // What find left in the kernel's cache came from the listing: ls -l must not show it.
+    assert_ls_l_shows_the_metadata(&m.join("a"), FILES);
+    assert_eq!(heads(), FILES, "one HEAD per entry listed long");
     m.unmount();
 }

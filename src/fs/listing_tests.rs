@@ -32,30 +32,90 @@ fn requests(store: &MemStore) -> (u64, u64) {
     (store.counters.lists.load(Relaxed), store.counters.heads.load(Relaxed))
 }
 
-/// What the kernel does for `ls -l` with READDIRPLUS: opendir, then READDIRPLUS requests
-/// of `batch` entries each until one comes back empty. Returns every entry with its
-/// attributes. The entry that did not fit a batch is refused, as a full buffer refuses it.
+/// What the kernel and `ls -l` do with READDIRPLUS: opendir, then READDIRPLUS requests of
+/// `batch` entries each until one comes back empty, and a stat of every entry after each
+/// batch: an entry that came with the listing's attributes only is revalidated by a LOOKUP
+/// (whose count the kernel then drops again, as the entry is the same). Returns every
+/// entry with its attributes. The entry that did not fit a batch is refused, as a full
+/// buffer refuses it.
 async fn readdirplus_all(fs: &Arc<Fs<MemStore>>, dir: u64, batch: usize) -> Vec<(DirItem, Attr)> {
     let fh = fs.opendir(dir).await.expect("opendir");
     let mut out: Vec<(DirItem, Attr)> = Vec::new();
     let mut offset = 0;
     loop {
         let mut got = Vec::new();
-        fs.readdirplus(fh, offset, |item, attr| {
+        fs.readdirplus(fh, offset, |item, attr, complete| {
             if got.len() == batch {
                 return true;
             }
-            got.push((item.clone(), attr.clone()));
+            got.push((item.clone(), attr.clone(), complete));
+            false
+        })
+        .await
+        .expect("readdirplus");
+        let Some((last, _, _)) = got.last() else { break };
+        offset = last.next_offset;
+        for (item, attr, complete) in got {
+            if complete {
+                out.push((item, attr));
+            } else {
+                let looked = fs.lookup(dir, &item.name).await.expect("lookup");
+                assert_eq!(looked.ino, attr.ino, "{}", item.name);
+                fs.forget(looked.ino, 1);
+                out.push((item, looked));
+            }
+        }
+    }
+    fs.releasedir(fh);
+    out
+}
+
+/// What `find` does: READDIRPLUS requests until one comes back empty, and no stat. Returns
+/// the names and whether each came with complete attributes.
+async fn names_only(fs: &Arc<Fs<MemStore>>, dir: u64) -> Vec<(String, bool)> {
+    let fh = fs.opendir(dir).await.expect("opendir");
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut got = Vec::new();
+        fs.readdirplus(fh, offset, |item, _, complete| {
+            if got.len() == 100 {
+                return true;
+            }
+            got.push((item.clone(), complete));
             false
         })
         .await
         .expect("readdirplus");
         let Some((last, _)) = got.last() else { break };
         offset = last.next_offset;
-        out.extend(got);
+        out.extend(got.into_iter().map(|(i, c)| (i.name, c)));
     }
     fs.releasedir(fh);
     out
+}
+
+#[tokio::test]
+async fn find_reads_names_and_types_without_a_head() {
+    let store = big_dir(1500);
+    let fs = fs_rw_with(store.clone(), |_| {});
+    let dir = fs.lookup(ROOT_INO, "big").await.expect("big");
+    let before = requests(&store).1;
+    let names = names_only(&fs, dir.ino).await;
+    assert_eq!(names.len(), 1502);
+    assert!(
+        names
+            .iter()
+            .filter(|(n, _)| !n.starts_with('.'))
+            .all(|(_, complete)| !complete)
+    );
+    // Give a filler time to run, were one started.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(requests(&store).1, before, "no HEAD");
+    // The first stat asks S3, and shows the object's own attributes.
+    let f = fs.lookup(dir.ino, "f000007").await.expect("lookup");
+    assert_eq!((f.perm, f.uid, f.gid), (0o700, 1234, 5678));
+    assert_eq!(fs.getattr(f.ino).await.expect("stat").perm, 0o700);
 }
 
 #[tokio::test]
@@ -145,8 +205,12 @@ async fn a_readdirplus_entry_made_here_after_opendir_or_gone_since_is_right() {
     // Removed behind the mount's back after the listing: left out, and not counted.
     store.remove("big/f000001");
     fs.ns.meta().drop_head("big/f000001");
+    // A program has asked for an entry's attributes: the entries come with theirs.
+    let first = fs.lookup(dir.ino, "f000000").await.expect("lookup");
+    fs.forget(first.ino, 1);
     let mut names = Vec::new();
-    fs.readdirplus(fh, 0, |item, attr| {
+    fs.readdirplus(fh, 0, |item, attr, complete| {
+        assert!(complete, "{}", item.name);
         names.push((item.name.clone(), attr.ino));
         false
     })

@@ -180,6 +180,8 @@ struct DirHandle {
     ino: u64,
     items: Arc<Vec<DirItem>>,
     fill: std::sync::OnceLock<Arc<DirFill>>,
+    /// A program asked for the attributes of one of its entries while it was open.
+    attributes_wanted: std::sync::atomic::AtomicBool,
 }
 
 /// A mounted bucket (or prefix).
@@ -283,6 +285,7 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Finds `name` in directory `parent`; counts a kernel lookup on success.
     pub async fn lookup(self: &Arc<Self>, parent: u64, name: &str) -> Result<Attr, FsError> {
+        self.attributes_wanted(parent);
         self.ns.lookup(parent, name, &self.local()).await
     }
 
@@ -293,6 +296,10 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Attributes of `ino`, refreshed once the metadata TTL has passed.
     pub async fn getattr(self: &Arc<Self>, ino: u64) -> Result<Attr, FsError> {
+        let parent = self.ns.table().get(ino).map(|n| n.parent);
+        if let Some(parent) = parent {
+            self.attributes_wanted(parent);
+        }
         self.ns.getattr(ino, &self.local()).await
     }
 
@@ -305,6 +312,7 @@ impl<S: ObjectStore> Fs<S> {
             ino,
             items,
             fill: std::sync::OnceLock::new(),
+            attributes_wanted: std::sync::atomic::AtomicBool::new(false),
         };
         lock(&self.dirs).insert(fh, Arc::new(handle));
         Ok(fh)
@@ -345,7 +353,7 @@ impl<S: ObjectStore> Fs<S> {
         self: &Arc<Self>,
         fh: u64,
         offset: u64,
-        mut add: impl FnMut(&DirItem, &Attr) -> bool + Send,
+        mut add: impl FnMut(&DirItem, &Attr, bool) -> bool + Send,
     ) -> Result<(), FsError> {
         let dir = self.dir_handle(fh)?;
         let fill = dir
@@ -353,16 +361,31 @@ impl<S: ObjectStore> Fs<S> {
             .get_or_init(|| self.ns.dir_fill(dir.ino, dir.items.clone()))
             .clone();
         let from = usize::try_from(offset).unwrap_or(usize::MAX);
-        fill.advance(from);
+        // Until a program asks for an entry's attributes (a stat, after which the kernel
+        // looks it up), entries go out at once with what the listing says, to be revalidated
+        // at their first use: `find` costs no HEAD. From then on, each batch waits for its
+        // entries' HEADs, sent a window ahead.
+        let waiting = fill.started() || dir.attributes_wanted.load(Ordering::Relaxed);
+        if waiting {
+            fill.advance(from);
+        }
         let mut added = 0;
         for (index, item) in fill.items().iter().enumerate().skip(from) {
-            let attr = match self.ns.plus_entry(&fill, index, &self.local()).await {
-                Ok(Some(attr)) => attr,
-                Ok(None) => continue,
-                Err(e) if added == 0 => return Err(e),
-                Err(_) => break, // the kernel asks again from here
+            let unresolved = if waiting {
+                None
+            } else {
+                self.ns.plus_entry_unresolved(&fill, index, &self.local())
             };
-            if add(item, &attr) {
+            let (attr, complete) = match unresolved {
+                Some(attr) => (attr, false),
+                None => match self.ns.plus_entry(&fill, index, &self.local()).await {
+                    Ok(Some(attr)) => (attr, true),
+                    Ok(None) => continue,
+                    Err(e) if added == 0 => return Err(e),
+                    Err(_) => break, // the kernel asks again from here
+                },
+            };
+            if add(item, &attr, complete) {
                 // Not taken: the kernel never counts it.
                 if item.name != "." && item.name != ".." {
                     self.ns.forget(attr.ino, 1);
@@ -372,6 +395,17 @@ impl<S: ObjectStore> Fs<S> {
             added += 1;
         }
         Ok(())
+    }
+
+    /// A program asked for the attributes of an entry of directory `dir`: its open handles
+    /// fetch attributes ahead from now on.
+    fn attributes_wanted(&self, dir: u64) {
+        for handle in lock(&self.dirs).values().filter(|h| h.ino == dir) {
+            handle.attributes_wanted.store(true, Ordering::Relaxed);
+            if let Some(fill) = handle.fill.get() {
+                fill.advance(0);
+            }
+        }
     }
 
     /// Closes an open directory.

@@ -21,6 +21,9 @@ const QUEUED: usize = 1024;
 /// first, whichever comes first. `None`: nothing is there any more.
 pub(super) type Slot = OnceCell<Result<Option<Found>, FsError>>;
 
+/// The cursor of a directory nobody has asked attributes of yet: the filler waits.
+const NOT_STARTED: usize = usize::MAX;
+
 /// The entries of one open directory and their attributes, as they arrive.
 pub struct DirFill {
     /// The directory.
@@ -38,7 +41,7 @@ pub struct DirFill {
 
 impl DirFill {
     pub(super) fn new(dir: u64, path: Option<String>, items: Arc<Vec<DirItem>>) -> (Self, watch::Receiver<usize>) {
-        let (cursor, rx) = watch::channel(0);
+        let (cursor, rx) = watch::channel(NOT_STARTED);
         let slots = Arc::new((0..items.len()).map(|_| Slot::new()).collect());
         (
             DirFill {
@@ -52,15 +55,21 @@ impl DirFill {
         )
     }
 
-    /// The kernel asks for the entries from `offset` on: fetch ahead of it.
+    /// The kernel asks for the entries from `offset` on with their attributes: fetch ahead
+    /// of it (the first call starts the filler).
     pub fn advance(&self, offset: usize) {
         self.cursor.send_if_modified(|at| {
-            let moved = offset > *at;
+            let moved = *at == NOT_STARTED || offset > *at;
             if moved {
                 *at = offset;
             }
             moved
         });
+    }
+
+    /// Whether attributes were asked for (the filler runs).
+    pub fn started(&self) -> bool {
+        *self.cursor.borrow() != NOT_STARTED
     }
 
     /// The entries.
@@ -69,14 +78,15 @@ impl DirFill {
     }
 }
 
-/// Waits until entry `index` is within the window ahead of the kernel's position; `false`
-/// once the directory is closed.
+/// Waits until attributes are asked for and entry `index` is within the window ahead of the
+/// kernel's position; `false` once the directory is closed.
 pub(super) async fn wait_for_window(rx: &mut watch::Receiver<usize>, index: usize) -> bool {
     loop {
         if rx.has_changed().is_err() {
             return false;
         }
-        if index < rx.borrow_and_update().saturating_add(WINDOW) {
+        let at = *rx.borrow_and_update();
+        if at != NOT_STARTED && index < at.saturating_add(WINDOW) {
             return true;
         }
         if rx.changed().await.is_err() {

@@ -446,6 +446,41 @@ impl<S: ObjectStore> Namespace<S> {
         fill
     }
 
+    /// Entry `index` of an open directory for READDIRPLUS without waiting for S3, while
+    /// nobody has asked for its attributes (`find` needs names and types only): a file
+    /// whose POSIX attributes would take a HEAD comes with what the listing says, recorded
+    /// as expired so that the first stat asks S3; the caller hands it over to be revalidated
+    /// at once. `None`: it needs nothing from S3 (or is already known), so
+    /// [`Namespace::plus_entry`] answers it without waiting on a HEAD. Counted as a lookup.
+    pub fn plus_entry_unresolved(&self, fill: &DirFill, index: usize, local: IsLocal<'_>) -> Option<Attr> {
+        let item = &fill.items[index];
+        let listed = item.listed.as_ref()?;
+        if !self.cfg.posix_metadata || item.kind == Kind::Dir || fill.slots[index].initialized() {
+            return None;
+        }
+        let dir_path = fill.path.as_ref()?;
+        let key = self.key_for(&join(dir_path, &item.name));
+        if self.is_hidden(&key) {
+            return None;
+        }
+        let mut t = self.table();
+        if let Some(child) = t.child(fill.dir, &item.name)
+            && (local(child).is_some()
+                || t.get(child)
+                    .and_then(|n| n.stat.as_ref())
+                    .is_some_and(|s| !s.expired && self.meta.fresh(s.fetched)))
+        {
+            return None;
+        }
+        let ino = t.upsert(fill.dir, &item.name, Kind::File);
+        let attr = self.record(&mut t, ino, self.listed_found(&key, listed));
+        if let Some(stat) = t.get_mut(ino).and_then(|n| n.stat.as_mut()) {
+            stat.expired = true;
+        }
+        t.add_lookup(ino);
+        Some(attr)
+    }
+
     /// What entry `item` of the directory at `dir_path` is, asking S3 as a lookup would.
     async fn resolve_listed(self: &Arc<Self>, dir_path: &str, item: &DirItem) -> Result<Option<Found>, FsError> {
         let path = join(dir_path, &item.name);
