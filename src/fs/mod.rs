@@ -368,6 +368,9 @@ impl<S: ObjectStore> Fs<S> {
         let waiting = fill.started() || dir.attributes_wanted.load(Ordering::Relaxed);
         if waiting {
             fill.advance(from);
+        } else if self.cfg.posix_metadata {
+            // More than a batch holds, so the next batches find theirs done too.
+            self.ns.prefetch_dirs(&fill, from, 512);
         }
         let mut added = 0;
         for (index, item) in fill.items().iter().enumerate().skip(from) {

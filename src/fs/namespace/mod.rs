@@ -481,6 +481,29 @@ impl<S: ObjectStore> Namespace<S> {
         Some(attr)
     }
 
+    /// Starts resolving the subdirectories among entries `from..from + count` of an open
+    /// directory, all at once: a directory's attributes come from its marker object, and
+    /// asking for them one by one as READDIRPLUS reaches them would cost `find` a round
+    /// trip per directory.
+    pub fn prefetch_dirs(self: &Arc<Self>, fill: &DirFill, from: usize, count: usize) {
+        let Some(path) = fill.path.as_ref() else {
+            return;
+        };
+        let end = from.saturating_add(count).min(fill.items.len());
+        for index in from..end {
+            let item = &fill.items[index];
+            if item.kind != Kind::Dir || item.name == "." || item.name == ".." || fill.slots[index].initialized() {
+                continue;
+            }
+            let (me, slots, items, path) = (self.clone(), fill.slots.clone(), fill.items.clone(), path.clone());
+            tokio::spawn(async move {
+                let _ = slots[index]
+                    .get_or_init(|| me.resolve_listed(&path, &items[index]))
+                    .await;
+            });
+        }
+    }
+
     /// What entry `item` of the directory at `dir_path` is, asking S3 as a lookup would.
     async fn resolve_listed(self: &Arc<Self>, dir_path: &str, item: &DirItem) -> Result<Option<Found>, FsError> {
         let path = join(dir_path, &item.name);
