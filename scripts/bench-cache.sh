@@ -111,7 +111,8 @@ mount_start() {
     die "s3role did not mount"
 }
 
-gets() { curl -s "$BENCH_SERVER_METRICS" | awk -F' ' '/^SeaweedFS_s3_request_total\{.*type="GetObject"/ {s += $2} END {print s + 0}'; }
+# Ranged GETs the server has answered (SeaweedFS counts them as type GET, code 206).
+gets() { curl -s "$BENCH_SERVER_METRICS" | awk '/^SeaweedFS_s3_request_total\{.*code="206".*type="GET"/ {s += $NF} END {print s + 0}'; }
 
 # one_read WORKLOAD: the figure of one read of the workload through $MNT.
 one_read() {
