@@ -25,6 +25,16 @@ pub enum Command {
     /// Walk the credential chain and the bucket access one step at a time and report each.
     Check(CheckArgs),
     /// Show a live mount's source, role chain, session expiry, renewals, cache and uploads.
+    ///
+    /// One line per fact, a name and a value: source, endpoint, role_chain, session_name,
+    /// expiry, last_renewal, renewals and last_error for the role session; cache_bytes and
+    /// cache_hit_rate for the memory block cache; disk_cache_bytes, disk_cache_hits,
+    /// disk_cache_misses and disk_cache_damaged for the disk cache of --cache-dir ("-"
+    /// without one; damaged counts cache files found cut short or corrupt, deleted and
+    /// fetched again); uploads_in_flight, uploads_retrying, oldest_upload_failure,
+    /// recovered_files, staged_bytes and upload_buffer_bytes for writes; then inodes and
+    /// the metadata caches. Only the user who mounted and root may read them, unless the
+    /// mount was made with --public-status.
     Status {
         /// The mount point.
         mountpoint: PathBuf,
