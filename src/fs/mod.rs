@@ -296,8 +296,12 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Attributes of `ino`, refreshed once the metadata TTL has passed.
     pub async fn getattr(self: &Arc<Self>, ino: u64) -> Result<Attr, FsError> {
-        let parent = self.ns.table().get(ino).map(|n| n.parent);
-        if let Some(parent) = parent {
+        // Every stat comes here: the inode table is asked for the parent only while some
+        // open directory still hands out names first.
+        let names_first = lock(&self.dirs)
+            .values()
+            .any(|h| !h.attributes_wanted.load(Ordering::Relaxed));
+        if names_first && let Some(parent) = self.ns.table().get(ino).map(|n| n.parent) {
             self.attributes_wanted(parent);
         }
         self.ns.getattr(ino, &self.local()).await
