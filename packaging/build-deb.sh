@@ -39,6 +39,8 @@ install -m 0644 packaging/etc/session-policy.json.example "$ROOT/etc/s3role/sess
 install -m 0644 packaging/etc/data.env.example "$ROOT/etc/s3role/data.env.example"
 install -m 0644 packaging/systemd/s3role@.service "$ROOT/usr/share/doc/s3role/examples/s3role@.service"
 install -m 0644 packaging/etc/fstab.example "$ROOT/usr/share/doc/s3role/examples/fstab"
+install -m 0644 packaging/prometheus/s3role-alerts.yml packaging/prometheus/s3role-alerts.test.yml \
+    "$ROOT/usr/share/doc/s3role/examples/"
 install -m 0644 README.md "$ROOT/usr/share/doc/s3role/README.md"
 printf 'Apache-2.0; see the project repository.\n' >"$ROOT/usr/share/doc/s3role/copyright"
 

@@ -27,6 +27,9 @@ check "dpkg -i $DEB" dpkg -i "$DEB"
 check "the helper is the packaged program" test "$(readlink -f /sbin/mount.s3role)" = /usr/bin/s3role
 check "man s3role" sh -c 'man s3role 2>/dev/null | grep -q "role.arn"'
 check "man mount.s3role shows fstab examples" sh -c 'man 8 mount.s3role 2>/dev/null | grep -q "x-systemd.automount"'
+check "man s3role documents the metrics options" sh -c 'MANWIDTH=200 man s3role 2>/dev/null | grep -q "metrics-addr" && MANWIDTH=200 man s3role 2>/dev/null | grep -q "metrics-label"'
+check "the alert rules are installed, and promtool accepts them where it is present" sh -c \
+    'test -s /usr/share/doc/s3role/examples/s3role-alerts.yml && { ! command -v promtool >/dev/null || promtool check rules /usr/share/doc/s3role/examples/s3role-alerts.yml >/dev/null; }'
 check "bash completion installed" test -s /usr/share/bash-completion/completions/s3role
 
 # shellcheck source=../scripts/testserver/start.sh

@@ -31,9 +31,10 @@ pub enum Command {
     /// cache_hit_rate for the memory block cache; disk_cache_bytes, disk_cache_hits,
     /// disk_cache_misses and disk_cache_damaged for the disk cache of --cache-dir ("-"
     /// without one; damaged counts cache files found cut short or corrupt, deleted and
-    /// fetched again); uploads_in_flight, uploads_retrying, oldest_upload_failure,
-    /// recovered_files, staged_bytes and upload_buffer_bytes for writes; then inodes and
-    /// the metadata caches. Only the user who mounted and root may read them, unless the
+    /// fetched again); uploads_in_flight, uploads_retrying, upload_failures (last closes
+    /// that could not upload, since the mount started), oldest_upload_failure,
+    /// recovered_files, staged_bytes and upload_buffer_bytes for writes; then open_files,
+    /// inodes, cached_attributes, cached_listings and heap_in_use. Only the user who mounted and root may read them, unless the
     /// mount was made with --public-status.
     Status {
         /// The mount point.
@@ -69,6 +70,17 @@ pub struct MountArgs {
     /// which names the role chain and session; by default only the mounting user and root can.
     #[arg(long)]
     pub public_status: bool,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics: S3 requests by operation and
+    /// outcome, their latency, bytes moved, caches, uploads, and the role session's expiry
+    /// and renewals. Off by default. Series carry operations and outcomes only, never keys,
+    /// user names or secrets; every series is labelled mount="...". Anyone who can reach the
+    /// address can read them: bind to 127.0.0.1 or a private address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The value of the mount="..." label of every metric (default: the mount point), so one
+    /// scrape configuration covers many mounts.
+    #[arg(long, value_name = "NAME", requires = "metrics_addr")]
+    pub metrics_label: Option<String>,
 }
 
 /// Options of `s3role check`.

@@ -46,6 +46,29 @@ cache and uploads, and what it holds in memory (inodes, cached attributes and li
 heap in use). It reads the extended attributes user.s3role.* of the mount's root, which
 getfattr(1) reads as well. Only the user who mounted and root may read them (others get
 EACCES), unless the mount was made with \fB\-\-public\-status\fR.
+.SH METRICS
+.nh
+\fB\-\-metrics\-addr\fR \fIHOST:PORT\fR (metrics_addr=\fIHOST:PORT\fR in fstab; off by
+default) serves Prometheus text format at http://\fIHOST:PORT\fR/metrics. Every series carries
+the label mount="\fIDIR\fR", or the name given with \fB\-\-metrics\-label\fR \fINAME\fR
+(metrics_label=\fINAME\fR), so one scrape configuration covers many mounts. Series carry
+operations and outcomes only, never keys, user names, ARNs or secrets. Among them:
+.PP
+.nf
+s3role_s3_requests_total{operation,outcome}   outcome: ok, not_found, denied, throttled,
+                                              server_error, client_error, timeout, network_error
+s3role_s3_request_duration_seconds{operation} histogram, to the answer of each attempt
+s3role_s3_read_bytes_total, s3role_s3_written_bytes_total
+s3role_session_expiry_timestamp_seconds, s3role_session_expires_in_seconds
+s3role_session_renewals_total, s3role_session_renewal_failures_total{code}
+s3role_session_renewal_failing, s3role_session_last_renewal_timestamp_seconds
+s3role_cache_{hits,misses}_total, s3role_cache_bytes, s3role_disk_cache_*
+s3role_uploads_pending, s3role_uploads_retrying, s3role_upload_failures_total,
+s3role_uploads_recovered_total, s3role_staged_bytes, s3role_open_files, s3role_inodes
+.fi
+.PP
+Alerting rules for them (a session about to expire while renewal fails, failing uploads,
+throttling, denials) are in /usr/share/doc/s3role/examples/s3role\-alerts.yml.
 .SH SEE ALSO
 mount(8), fstab(5), fusermount3(1)
 "#;

@@ -4,6 +4,7 @@
 use crate::cli::{MountArgs, Secrets, Source, parse_source, without_inline_secrets};
 use crate::creds::{Chain, Renewer, SlotProvider};
 use crate::daemon::{self, Readiness};
+use crate::figures::Figures;
 use crate::fs::{Defaults, DiskCache, Fs, FsConfig};
 use crate::fuse::{FuseAdapter, StatusReaders};
 use crate::store::journal::{Journaled, journal_name};
@@ -385,22 +386,6 @@ fn raise_readahead(device: &str) {
     }
 }
 
-/// Bytes the allocator has handed out and not had back: unlike the resident size, it does
-/// not include freed memory the allocator keeps, so a leak shows here and fragmentation
-/// does not.
-fn heap_in_use() -> Option<u64> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallinfo2 only reads the allocator's own statistics.
-        let info = unsafe { libc::mallinfo2() };
-        Some((info.uordblks + info.hblkhd) as u64)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        None
-    }
-}
-
 /// What `s3role status` shows, read live from the renewal task and the filesystem.
 fn status_source(
     args: &MountArgs,
@@ -411,49 +396,9 @@ fn status_source(
     let what = format!("s3://{}/{}", source.bucket, source.prefix);
     let endpoint = args.access.endpoint_url.clone().unwrap_or_else(|| "AWS".into());
     Arc::new(move || {
-        let s = slot.status();
-        let time = |t: Option<std::time::SystemTime>| t.map(crate::timefmt::rfc3339).unwrap_or_else(|| "-".into());
-        let (attributes, listings) = fs.metadata_cache_sizes();
-        let (hits, misses) = fs.cache_hits_misses();
-        let disk = fs.disk_cache_stats();
-        let pending = fs.pending_status();
-        let rate = if hits + misses == 0 {
-            "-".to_owned()
-        } else {
-            format!("{:.3}", hits as f64 / (hits + misses) as f64)
-        };
-        vec![
-            ("source".into(), what.clone()),
-            ("endpoint".into(), endpoint.clone()),
-            ("role_chain".into(), s.chain),
-            ("session_name".into(), s.session_name.unwrap_or_else(|| "-".into())),
-            ("expiry".into(), time(s.expiry)),
-            ("last_renewal".into(), time(s.last_renewal)),
-            ("renewals".into(), s.renewals.to_string()),
-            ("last_error".into(), s.last_error.unwrap_or_else(|| "-".into())),
-            ("cache_bytes".into(), fs.cached_bytes().to_string()),
-            ("cache_hit_rate".into(), rate),
-            ("disk_cache_bytes".into(), disk.map_or("-".into(), |d| d.0.to_string())),
-            ("disk_cache_hits".into(), disk.map_or("-".into(), |d| d.1.to_string())),
-            ("disk_cache_misses".into(), disk.map_or("-".into(), |d| d.2.to_string())),
-            (
-                "disk_cache_damaged".into(),
-                disk.map_or("-".into(), |d| d.3.to_string()),
-            ),
-            ("uploads_in_flight".into(), fs.pending_files().to_string()),
-            ("uploads_retrying".into(), pending.files.to_string()),
-            ("oldest_upload_failure".into(), time(pending.oldest_failure)),
-            ("recovered_files".into(), pending.recovered.to_string()),
-            ("staged_bytes".into(), fs.staged_bytes().to_string()),
-            ("upload_buffer_bytes".into(), fs.upload_memory().0.to_string()),
-            ("inodes".into(), fs.inode_count().to_string()),
-            ("cached_attributes".into(), attributes.to_string()),
-            ("cached_listings".into(), listings.to_string()),
-            (
-                "heap_in_use".into(),
-                heap_in_use().map_or_else(|| "-".into(), |b| b.to_string()),
-            ),
-        ]
+        let mut pairs = vec![("source".into(), what.clone()), ("endpoint".into(), endpoint.clone())];
+        pairs.extend(Figures::read(&fs, &slot).status_pairs());
+        pairs
     })
 }
 
@@ -560,6 +505,17 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = args.metrics_addr {
+        let label = args
+            .metrics_label
+            .clone()
+            .unwrap_or_else(|| mountpoint.display().to_string());
+        let _runtime = rt.enter();
+        if let Err(e) = crate::mount_metrics::serve(addr, &label) {
+            readiness.fail(&format!("s3role: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
     let connected = match rt.block_on(connect(&args, &source, &mountpoint)) {
         Ok(c) => c,
         Err(e) => {
@@ -568,6 +524,11 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
         }
     };
     let fs = connected.fs.clone();
+    if args.metrics_addr.is_some() {
+        let (fs, slot) = (fs.clone(), connected.slot.clone());
+        let _runtime = rt.enter();
+        crate::mount_metrics::spawn_sampler(Arc::new(move || Figures::read(&fs, &slot)));
+    }
     let status_readers = if args.public_status {
         StatusReaders::Everyone
     } else {

@@ -91,6 +91,7 @@ impl CredentialSlot {
     }
 
     fn failed(&self, e: &CredsError) {
+        crate::mount_metrics::renewal_failed(e.code.as_deref());
         self.status.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(e.to_string());
     }
 

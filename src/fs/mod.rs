@@ -697,6 +697,11 @@ impl<S: ObjectStore> Fs<S> {
         self.ns.table().get(ino).map(|n| n.lookups)
     }
 
+    /// Files open through the mount now.
+    pub fn open_files(&self) -> usize {
+        lock(&self.handles).len()
+    }
+
     /// Inodes currently known (for tests and status).
     pub fn inode_count(&self) -> usize {
         self.ns.table().count()

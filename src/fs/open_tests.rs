@@ -423,7 +423,13 @@ async fn unmount_uploads_what_waits_once_s3_answers() {
     store.fail_writes(false);
     fs.finish_all().await;
     assert_eq!(&store.get("f").unwrap().0[..], b"late");
-    assert_eq!(fs.pending_status(), PendingStatus::default());
+    assert_eq!(
+        fs.pending_status(),
+        PendingStatus {
+            failed_closes: 1,
+            ..PendingStatus::default()
+        }
+    );
 }
 
 #[tokio::test]

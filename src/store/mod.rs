@@ -88,12 +88,18 @@ impl RangeBody {
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
         match &mut self.inner {
             BodyInner::Whole(b) => Ok(b.take()),
-            BodyInner::Sdk(stream, key) => stream.try_next().await.map_err(|e| StoreError::Other {
-                op: "GetObject",
-                key: key.clone(),
-                code: None,
-                message: format!("reading the body failed: {e}"),
-            }),
+            BodyInner::Sdk(stream, key) => {
+                let chunk = stream.try_next().await.map_err(|e| StoreError::Other {
+                    op: "GetObject",
+                    key: key.clone(),
+                    code: None,
+                    message: format!("reading the body failed: {e}"),
+                })?;
+                if let Some(c) = &chunk {
+                    crate::mount_metrics::s3_bytes_read(c.len());
+                }
+                Ok(chunk)
+            }
         }
     }
 

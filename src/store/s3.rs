@@ -1,6 +1,7 @@
 //! The S3 implementation of [`ObjectStore`]: the only code that talks to aws-sdk-s3.
 
 use super::{BodyInner, ListPage, Metadata, NewObject, ObjectInfo, ObjectStore, Part, RangeBody, StoreError};
+use crate::mount_metrics::Outcome;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -10,6 +11,14 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::orchestrator::Metadata as OperationMetadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use bytes::Bytes;
 use std::ops::Range;
 use std::sync::Arc;
@@ -206,6 +215,57 @@ impl Timeouts {
     }
 }
 
+/// When the current attempt started, kept in the request's configuration bag.
+#[derive(Clone, Copy, Debug)]
+struct AttemptStart(std::time::Instant);
+
+impl Storable for AttemptStart {
+    type Storer = StoreReplace<Self>;
+}
+
+/// Counts every attempt at an S3 request, with its operation, outcome and time to the
+/// answer, for the metrics (`--metrics-addr`). Attempts, not calls: a retried 503 shows as
+/// throttling even when the retry succeeds.
+#[derive(Debug)]
+struct CountAttempts;
+
+impl Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "s3role-count-attempts"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state()
+            .store_put(AttemptStart(std::time::Instant::now()));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(start) = cfg.load::<AttemptStart>().copied() else {
+            // The attempt failed before it was sent (signing, say): nothing reached S3.
+            return Ok(());
+        };
+        let operation = cfg.load::<OperationMetadata>().map_or("other", |m| m.name());
+        let outcome = match (context.response(), context.output_or_error()) {
+            (Some(response), _) => Outcome::of_status(response.status().as_u16()),
+            (None, Some(Err(e))) if e.is_timeout_error() => Outcome::Timeout,
+            (None, _) => Outcome::NetworkError,
+        };
+        crate::mount_metrics::s3_attempt(operation, outcome, start.0.elapsed());
+        Ok(())
+    }
+}
+
 /// A per-request configuration that only changes the timeouts.
 fn with_timeouts(t: TimeoutConfig) -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default().timeout_config(t)
@@ -261,6 +321,7 @@ impl S3Store {
         if let Some(url) = &location.endpoint_url {
             conf = conf.endpoint_url(url);
         }
+        conf = conf.interceptor(CountAttempts);
         S3Store {
             client: aws_sdk_s3::Client::from_conf(conf.build()),
             bucket: location.bucket.clone(),
@@ -481,6 +542,7 @@ impl ObjectStore for S3Store {
             req = req.disable_payload_signing();
         }
         let out = req.send().await.map_err(|e| self.classify("PutObject", key, e))?;
+        crate::mount_metrics::s3_bytes_written(len);
         Ok(out.e_tag().unwrap_or_default().to_owned())
     }
 
@@ -523,6 +585,7 @@ impl ObjectStore for S3Store {
             req = req.disable_payload_signing();
         }
         let out = req.send().await.map_err(|e| self.classify("UploadPart", key, e))?;
+        crate::mount_metrics::s3_bytes_written(len);
         Ok(Part {
             number,
             etag: out.e_tag().unwrap_or_default().to_owned(),

@@ -176,6 +176,8 @@ pub struct Writes<S: ObjectStore> {
     next_pending: AtomicU64,
     /// Files written to the recovery directory.
     recovered: AtomicU64,
+    /// Last closes that could not upload their file.
+    failed_closes: AtomicU64,
 }
 
 impl<S: ObjectStore> Writes<S> {
@@ -194,6 +196,7 @@ impl<S: ObjectStore> Writes<S> {
             pending: Mutex::new(HashMap::new()),
             next_pending: AtomicU64::new(1),
             recovered: AtomicU64::new(0),
+            failed_closes: AtomicU64::new(0),
             cfg,
         }
     }

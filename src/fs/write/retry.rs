@@ -56,6 +56,9 @@ pub struct PendingStatus {
     pub oldest_failure: Option<SystemTime>,
     /// Files written to the recovery directory since the mount started.
     pub recovered: u64,
+    /// Last closes that could not upload their file since the mount started (each went to
+    /// the retry queue): what an alert on failing uploads counts.
+    pub failed_closes: u64,
 }
 
 /// A name for a recovery file: the key, percent-encoded so it is one file name, cut to
@@ -137,6 +140,7 @@ impl<S: ObjectStore> Writes<S> {
             }
             files.remove(&ino);
         }
+        self.failed_closes.fetch_add(1, Ordering::Relaxed);
         // The mount now shows what S3 has; the staging state still holds the inode.
         self.ns.expire_attrs(ino);
         let pending = Arc::new(Pending {
@@ -315,6 +319,7 @@ impl<S: ObjectStore> Writes<S> {
             files: pending.len(),
             oldest_failure: pending.values().map(|p| p.since).min(),
             recovered: self.recovered.load(Ordering::Relaxed),
+            failed_closes: self.failed_closes.load(Ordering::Relaxed),
         }
     }
 
