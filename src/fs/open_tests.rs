@@ -568,3 +568,28 @@ async fn only_the_opening_process_uploads_at_close() {
     assert_eq!(&store.get("f").unwrap().0[..], b"first second!");
     fs.release(fh).await;
 }
+
+#[tokio::test]
+async fn a_file_unlinked_after_its_parts_went_up_reads_back_whole_until_closed() {
+    // A program writes a large scratch file, unlinks it while it is open (so nothing is
+    // left behind), then reads it back: the bytes that went up only as parts and left
+    // memory must still be there.
+    let store = Arc::new(MemStore::new());
+    let fs = fs_rw(store.clone());
+    let data = pattern(12 << 20, 24);
+    let (_, fh) = fs.create(ROOT_INO, "scratch", 0o644, 0, 0).await.unwrap();
+    for (i, chunk) in data.chunks(1 << 20).enumerate() {
+        fs.write(fh, (i as u64) << 20, Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.open_uploads(), 1, "parts went up from memory");
+    fs.unlink(ROOT_INO, "scratch").await.unwrap();
+    assert_eq!(find(&fs, "scratch").await.unwrap_err().errno(), libc::ENOENT);
+    assert!(ls(&fs, "").await.is_empty(), "gone from the directory");
+    let back = read_from(&fs, fh, 0, 16 << 20).await.unwrap();
+    assert!(back == data, "read back {} bytes, not what was written", back.len());
+    close(&fs, fh).await.unwrap();
+    assert!(store.keys().is_empty(), "nothing left in S3 after the last close");
+    assert_eq!(store.open_uploads(), 0, "no upload left open");
+}

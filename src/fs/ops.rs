@@ -199,7 +199,7 @@ impl<S: ObjectStore> Fs<S> {
         }
         let ino = attr.ino;
         // Waits for an upload of it in progress, then keeps it from ever being uploaded.
-        self.writes.discard(ino).await;
+        self.writes.discard_for_unlink(ino).await?;
         let key = self.ns.key_of(ino)?;
         let open = self.ns.table().get(ino).is_some_and(|n| n.opens > 0);
         if self.ns.version(ino).is_some() {

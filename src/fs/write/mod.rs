@@ -446,7 +446,24 @@ impl<S: ObjectStore> Writes<S> {
         result
     }
 
-    /// `ino` was unlinked or replaced: what is staged is never uploaded.
+    /// `ino` is being unlinked: what is staged is never uploaded, but handles still open on
+    /// it must read what was written. Bytes that went up only as parts of an upload under
+    /// way (and left memory) are completed as its object first, which then stays until the
+    /// last close, as an unlinked file's object does. If that fails, nothing changes and the
+    /// unlink fails with the error.
+    pub async fn discard_for_unlink(&self, ino: u64) -> Result<(), FsError> {
+        if let Some(staged) = self.staged(ino) {
+            let mut dirty = staged.state.lock().await;
+            if dirty.streamed_only > 0 && !dirty.discarded {
+                self.settle_for_change(ino, &staged, &mut dirty).await?;
+            }
+            dirty.discarded = true;
+            self.abandon_stream(&mut dirty);
+        }
+        Ok(())
+    }
+
+    /// `ino` was replaced (or its change refused): what is staged is never uploaded.
     pub async fn discard(&self, ino: u64) {
         if let Some(staged) = self.staged(ino) {
             let mut dirty = staged.state.lock().await;
