@@ -11,6 +11,7 @@ use fuser::{
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::runtime::Handle;
 
@@ -40,12 +41,57 @@ impl StatusReaders {
     }
 }
 
+/// The kernel's requests still being answered. The session can end while some are (a
+/// release that deletes the object of a file unlinked while open, say, right before an
+/// unmount): the daemon lets them finish before it exits instead of cutting them off.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<InFlightCount>);
+
+#[derive(Default)]
+struct InFlightCount {
+    requests: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One request in flight, until dropped.
+struct InFlightGuard(InFlight);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.0.requests.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard {
+        self.0.requests.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+
+    /// Waits until no request is in flight, for at most `limit`. Whether none is.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let idle = self.0.idle.notified();
+            if self.0.requests.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.0.requests.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+}
+
 /// The fuser-facing side of a mount.
 pub struct FuseAdapter<S: ObjectStore> {
     fs: Arc<Fs<S>>,
     rt: Handle,
     ttl: Duration,
     status: Option<(StatusSource, StatusReaders)>,
+    in_flight: InFlight,
 }
 
 impl<S: ObjectStore> FuseAdapter<S> {
@@ -57,7 +103,22 @@ impl<S: ObjectStore> FuseAdapter<S> {
             rt,
             ttl,
             status: None,
+            in_flight: InFlight::default(),
         }
+    }
+
+    /// The requests this adapter is answering, to wait for once the session ends.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
+    }
+
+    /// Answers a request on the runtime, counted in [`Self::in_flight`] until it is done.
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let guard = self.in_flight.enter();
+        self.rt.spawn(async move {
+            work.await;
+            drop(guard);
+        });
     }
 
     /// Publishes the mount's status on its root directory, to `readers`.
@@ -172,7 +233,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
             return reply.error(Errno::ENOENT);
         };
         let (fs, ttl) = (self.fs.clone(), self.ttl);
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -186,7 +247,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (fs, ttl) = (self.fs.clone(), self.ttl);
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno(&e)),
@@ -225,7 +286,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
             atime: atime.map(when),
         };
         let (fs, ttl) = (self.fs.clone(), self.ttl);
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.setattr(ino.0, set).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno(&e)),
@@ -235,7 +296,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.readlink(ino.0).await {
                 Ok(t) => reply.data(&t),
                 Err(e) => reply.error(errno(&e)),
@@ -256,7 +317,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
             if kind == Kind::Dir || kind == Kind::Symlink {
                 return reply.error(Errno::EINVAL);
             }
-            self.rt.spawn(async move {
+            self.spawn(async move {
                 match fs.mknod(parent.0, &name, kind, perm, rdev, (uid, gid)).await {
                     Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                     Err(e) => reply.error(errno(&e)),
@@ -264,7 +325,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
             });
             return;
         }
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.create(parent.0, &name, mode & !umask, uid, gid).await {
                 Ok((a, fh)) => {
                     let flushed = fs.flush(fh).await;
@@ -284,7 +345,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
             return reply.error(Errno::EINVAL);
         };
         let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.mkdir(parent.0, &name, mode & !umask, uid, gid).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -297,7 +358,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.unlink(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -310,7 +371,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.rmdir(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -323,7 +384,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
             return reply.error(Errno::EINVAL);
         };
         let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.symlink(parent.0, &name, &target, uid, gid).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -349,7 +410,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.rename(parent.0, &name, newparent.0, &newname, no_replace).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -367,7 +428,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let fs = self.fs.clone();
         let opener = write.then(|| process_of(req.pid())).flatten();
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.open(ino.0, write || truncate, truncate).await {
                 Ok((fh, caching)) => {
                     if let Some(opener) = opener {
@@ -399,7 +460,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
@@ -421,7 +482,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     ) {
         let fs = self.fs.clone();
         let data = bytes::Bytes::copy_from_slice(data);
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.write(fh.0, offset, data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(&e)),
@@ -432,7 +493,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
         let fs = self.fs.clone();
         let closer = process_of(req.pid());
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.flush_by(fh.0, closer).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -451,7 +512,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(async move {
             fs.release(fh.0).await;
             reply.ok();
         });
@@ -459,7 +520,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -469,7 +530,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(&e)),
@@ -489,7 +550,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
 
     fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let (fs, ttl) = (self.fs.clone(), self.ttl);
-        self.rt.spawn(async move {
+        self.spawn(async move {
             let added = fs
                 .readdirplus(fh.0, offset, |item: &DirItem, attr: &Attr, complete: bool| {
                     // Attributes from the listing alone are revalidated at first use.
@@ -567,7 +628,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         };
         let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
         let opener = process_of(req.pid());
-        self.rt.spawn(async move {
+        self.spawn(async move {
             match fs.create(parent.0, &name, mode & !umask, uid, gid).await {
                 Ok((a, fh)) => {
                     if let Some(opener) = opener {

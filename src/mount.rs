@@ -402,6 +402,10 @@ fn status_source(
     })
 }
 
+/// How long the daemon waits, once the session has ended, for the requests still being
+/// answered: longer than any single S3 request may take.
+const REQUESTS_AT_EXIT: Duration = Duration::from_secs(60);
+
 /// Checks everything that can be checked without the network: the source, every
 /// credential input, the mount point and the staging directory.
 pub fn validate(args: &MountArgs) -> Result<(Source, PathBuf), String> {
@@ -539,6 +543,7 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
         status_source(&args, &source, connected.slot, fs.clone()),
         status_readers,
     );
+    let in_flight = adapter.in_flight();
     let session = match fuser::Session::new(adapter, &mountpoint, &fuse_config(&args, &source)) {
         Ok(s) => s,
         Err(e) => {
@@ -566,7 +571,11 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
     ));
     rt.spawn(reopen_log_on_hangup(signals.hangup));
     let result = session.run();
-    // The kernel has let go: upload whatever is still pending before exiting.
+    // The kernel has let go. Requests it sent last (a release, say) finish first; then
+    // whatever is still pending is uploaded before exiting.
+    if !rt.block_on(in_flight.settle(REQUESTS_AT_EXIT)) {
+        tracing::warn!("requests still unanswered after {REQUESTS_AT_EXIT:?} at exit");
+    }
     rt.block_on(fs.finish_all());
     tracing::info!("unmounted");
     rt.shutdown_timeout(Duration::from_secs(5));

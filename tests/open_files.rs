@@ -239,3 +239,39 @@ fn a_reader_opened_before_a_rewrite_never_reads_a_mix_of_old_and_new() {
     );
     m.unmount();
 }
+
+/// A scratch file (what `tmpfile(3)`-style programs and sort's spill files do): written,
+/// unlinked while open so nothing is left behind, then read back through the same
+/// descriptor. The kernel's copy is dropped first, so the bytes come from the daemon.
+#[test]
+fn a_scratch_file_unlinked_while_open_reads_back_whole_and_leaves_nothing() {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsRawFd;
+    let s = server();
+    let m = Mount::start(s, "alice", "data:/scratch", &s.writer_args()).expect("mount");
+    let data = pattern(20 << 20, 31);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(m.join("spill.tmp"))
+        .expect("create");
+    f.write_all(&data).expect("write");
+    std::fs::remove_file(m.join("spill.tmp")).expect("unlink while open");
+    assert!(!m.join("spill.tmp").exists(), "gone from the directory");
+    // SAFETY: f is an open descriptor; the advice only drops clean cached pages.
+    let advised = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(advised, 0);
+    f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+    let mut back = Vec::new();
+    f.read_to_end(&mut back).expect("read back");
+    assert!(
+        back == data,
+        "read back {} bytes, not what was written\n{}",
+        back.len(),
+        m.log()
+    );
+    close(f).expect("close");
+    let log = m.unmount();
+    assert!(keys_under(s, "scratch/").is_empty(), "nothing left in S3\n{log}");
+}
