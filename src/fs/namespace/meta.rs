@@ -99,6 +99,71 @@ impl HeadLimit {
     }
 }
 
+/// A HEAD's answer as the cache keeps it: the same facts in a third of the memory (no
+/// second copy of the key; user metadata in one allocation, each name and value ended by a
+/// NUL, which no HTTP header holds, rather than a B-tree of strings), since `ls -l` of a
+/// large directory caches one per entry.
+#[derive(Clone)]
+enum CachedHead {
+    Object {
+        size: u64,
+        etag: Box<str>,
+        last_modified: SystemTime,
+        metadata: Option<Box<str>>,
+        content_type: Option<Box<str>>,
+    },
+    Missing,
+    Failed(FsError),
+}
+
+impl CachedHead {
+    fn of(answer: &HeadResult) -> CachedHead {
+        match answer {
+            Ok(Some(info)) => CachedHead::Object {
+                size: info.size,
+                etag: info.etag.as_str().into(),
+                last_modified: info.last_modified,
+                metadata: info.metadata.as_ref().map(|m| {
+                    m.iter()
+                        .flat_map(|(k, v)| [k.as_str(), "\0", v.as_str(), "\0"])
+                        .collect::<String>()
+                        .into_boxed_str()
+                }),
+                content_type: info.content_type.as_deref().map(Into::into),
+            },
+            Ok(None) => CachedHead::Missing,
+            Err(e) => CachedHead::Failed(e.clone()),
+        }
+    }
+
+    /// The answer for `key` again.
+    fn answer(&self, key: &str) -> HeadResult {
+        match self {
+            CachedHead::Object {
+                size,
+                etag,
+                last_modified,
+                metadata,
+                content_type,
+            } => Ok(Some(ObjectInfo {
+                key: key.to_owned(),
+                size: *size,
+                etag: etag.to_string(),
+                last_modified: *last_modified,
+                metadata: metadata.as_deref().map(|m| {
+                    let mut fields = m.split('\0');
+                    std::iter::from_fn(|| Some((fields.next()?, fields.next()?)))
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect()
+                }),
+                content_type: content_type.as_deref().map(str::to_owned),
+            })),
+            CachedHead::Missing => Ok(None),
+            CachedHead::Failed(e) => Err(e.clone()),
+        }
+    }
+}
+
 /// Cached listings and HEADs.
 pub struct MetaCache<S: ObjectStore> {
     store: Arc<S>,
@@ -108,7 +173,7 @@ pub struct MetaCache<S: ObjectStore> {
     /// is not cached.
     changes: AtomicU64,
     list_flight: SingleFlight<String, Result<Arc<Listing>, FsError>>,
-    heads: Mutex<lru::LruCache<String, (HeadResult, Instant)>>,
+    heads: Mutex<lru::LruCache<Box<str>, (CachedHead, Instant)>>,
     head_flight: SingleFlight<String, HeadResult>,
     head_limit: HeadLimit,
     /// Requests sent.
@@ -194,7 +259,7 @@ impl<S: ObjectStore> MetaCache<S> {
         if let Some((r, at)) = lock(&self.heads).get(key)
             && self.fresh(*at)
         {
-            return r.clone();
+            return r.answer(key);
         }
         let me = self.clone();
         let k = key.to_owned();
@@ -212,7 +277,7 @@ impl<S: ObjectStore> MetaCache<S> {
                 };
                 if !matches!(r, Err(FsError::Io(_))) {
                     let mut heads = lock(&me.heads);
-                    heads.put(k, (r.clone(), Instant::now()));
+                    heads.put(k.into_boxed_str(), (CachedHead::of(&r), Instant::now()));
                     // Expired answers are never served again: drop them from the cold end,
                     // so the cache holds the recent working set, not every key ever seen.
                     while heads.peek_lru().is_some_and(|(_, (_, at))| !me.fresh(*at)) {
@@ -261,7 +326,7 @@ impl<S: ObjectStore> MetaCache<S> {
         let base = key.trim_end_matches('/');
         let mut heads = lock(&self.heads);
         heads.pop(base);
-        heads.pop(&format!("{base}/"));
+        heads.pop(format!("{base}/").as_str());
     }
 
     /// Records a change this mount made at `key` and applies it to the cached listing of
@@ -289,6 +354,42 @@ impl<S: ObjectStore> MetaCache<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_head_answers_what_s3_said() {
+        let metadata: crate::store::Metadata = [("mode", "33188"), ("empty", ""), ("note", "a b=c")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let info = ObjectInfo {
+            key: "dir/f".into(),
+            size: 7,
+            etag: "\"abc\"".into(),
+            last_modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+            metadata: Some(metadata),
+            content_type: Some("text/csv".into()),
+        };
+        for info in [
+            info.clone(),
+            ObjectInfo {
+                metadata: Some(crate::store::Metadata::new()),
+                content_type: None,
+                ..info.clone()
+            },
+            ObjectInfo {
+                metadata: None,
+                ..info.clone()
+            },
+        ] {
+            let answer = CachedHead::of(&Ok(Some(info.clone()))).answer("dir/f");
+            assert_eq!(answer.ok().flatten(), Some(info));
+        }
+        assert!(matches!(CachedHead::of(&Ok(None)).answer("k"), Ok(None)));
+        assert!(matches!(
+            CachedHead::of(&Err(FsError::AccessDenied("no".into()))).answer("k"),
+            Err(FsError::AccessDenied(_))
+        ));
+    }
 
     /// Runs one round of HEADs that each take `took`, with callers waiting for a slot.
     async fn round(limit: &HeadLimit, took: Duration) {
