@@ -131,6 +131,8 @@ pub struct AccessArgs {
     #[arg(long, value_name = "NAME", conflicts_with_all = ["web_identity_token_file", "saml_assertion_file"])]
     pub profile: Option<String>,
     /// Assume the first role with AssumeRoleWithWebIdentity, using the token in this file (re-read at every renewal).
+    /// Without it or --profile, AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN (set on Kubernetes
+    /// for a service account's role, IRSA) do the same for their role, before any --role-arn.
     #[arg(long, value_name = "PATH", conflicts_with = "saml_assertion_file")]
     pub web_identity_token_file: Option<PathBuf>,
     /// Assume the first role with AssumeRoleWithSAML, using the base64 SAML response in this file (re-read at every renewal).
@@ -498,8 +500,53 @@ impl AccessArgs {
         Ok(secrets)
     }
 
+    /// With no source option, the role a Kubernetes pod's service account gives it through
+    /// the environment (IRSA: [`creds::web_identity_from`]), as its token file and the first
+    /// role of the chain, assumed with this session name unless AWS_ROLE_SESSION_NAME names
+    /// one. s3role assumes it itself rather than leave it to the SDK's default chain, so that
+    /// --sts-endpoint and --sts-region apply and failures name the role.
+    fn pod_role(
+        &self,
+        session_name: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<(PathBuf, RoleSpec)>, InvalidInput> {
+        if self.profile.is_some() || self.web_identity_token_file.is_some() || self.saml_assertion_file.is_some() {
+            return Ok(None);
+        }
+        let Some(pod) = creds::web_identity_from(env) else {
+            return Ok(None);
+        };
+        let from_env = |option: &'static str| move |e: InvalidInput| InvalidInput { option, ..e };
+        creds::validate::role_arn(&pod.role_arn).map_err(from_env("AWS_ROLE_ARN"))?;
+        let session_name = match (&self.role_session_name, pod.session_name) {
+            (None, Some(name)) => {
+                creds::validate::session_name(&name).map_err(from_env("AWS_ROLE_SESSION_NAME"))?;
+                name
+            }
+            _ => session_name.to_owned(),
+        };
+        let role = RoleSpec {
+            arn: pod.role_arn,
+            external_id: None,
+            session_name,
+            duration: Duration::from_secs(self.duration_seconds),
+            policy: None,
+            policy_arns: vec![],
+        };
+        Ok(Some((pod.token_file, role)))
+    }
+
     /// The credential chain these options describe, validated.
     pub fn creds_config(&self, region: String) -> Result<CredsConfig, InvalidInput> {
+        self.creds_config_in(region, |k| std::env::var(k).ok())
+    }
+
+    /// [`AccessArgs::creds_config`] with the environment read through `env`.
+    fn creds_config_in(
+        &self,
+        region: String,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<CredsConfig, InvalidInput> {
         let secrets = self.secrets()?;
         if secrets.external_id.is_some() && self.role_arn.is_empty() {
             return Err(InvalidInput {
@@ -518,25 +565,28 @@ impl AccessArgs {
             .role_session_name
             .clone()
             .unwrap_or_else(creds::default_session_name);
+        let pod_role = self.pod_role(&session_name, env)?;
         let last = self.role_arn.len().saturating_sub(1);
-        let roles = self
-            .role_arn
-            .iter()
-            .enumerate()
-            .map(|(i, arn)| RoleSpec {
+        let roles: Vec<RoleSpec> = pod_role
+            .as_ref()
+            .map(|(_, role)| role.clone())
+            .into_iter()
+            .chain(self.role_arn.iter().enumerate().map(|(i, arn)| RoleSpec {
                 arn: arn.clone(),
                 external_id: if i == last { secrets.external_id.clone() } else { None },
                 session_name: session_name.clone(),
-                duration: Duration::from_secs(if i == 0 {
+                duration: Duration::from_secs(if i == 0 && pod_role.is_none() {
                     self.duration_seconds
                 } else {
                     self.duration_seconds.min(3600)
                 }),
                 policy: if i == last { policy.clone() } else { None },
                 policy_arns: if i == last { self.policy_arn.clone() } else { vec![] },
-            })
+            }))
             .collect();
-        let source = if let Some(p) = &self.profile {
+        let source = if let Some((token_file, _)) = pod_role {
+            SourceSpec::WebIdentity(token_file)
+        } else if let Some(p) = &self.profile {
             SourceSpec::Profile(p.clone())
         } else if let Some(f) = &self.web_identity_token_file {
             SourceSpec::WebIdentity(f.clone())
@@ -647,6 +697,59 @@ mod tests {
         assert_eq!(c.roles[0].external_id, None);
         assert_eq!(c.roles[1].external_id.as_deref(), Some("ext-1"));
         assert_eq!(c.roles[1].session_name, "ops");
+    }
+
+    #[test]
+    fn a_pods_irsa_role_comes_first_and_roles_given_are_assumed_from_it() {
+        let pod = |k: &str| match k {
+            "AWS_WEB_IDENTITY_TOKEN_FILE" => Some("/var/run/secrets/eks.amazonaws.com/serviceaccount/token".to_owned()),
+            "AWS_ROLE_ARN" => Some("arn:aws:iam::111122223333:role/pod".to_owned()),
+            "AWS_ROLE_SESSION_NAME" => Some("pod-1".to_owned()),
+            _ => None,
+        };
+        let partner = "arn:aws:iam::444455556666:role/partner";
+        let c = access(&[
+            "--role-arn",
+            partner,
+            "--external-id",
+            "ext-1",
+            "--duration-seconds",
+            "7200",
+        ])
+        .creds_config_in("us-east-1".into(), pod)
+        .unwrap();
+        let durations: Vec<u64> = c.roles.iter().map(|r| r.duration.as_secs()).collect();
+        assert_eq!(
+            durations,
+            [7200, 3600],
+            "a role assumed through another gets an hour at most"
+        );
+        assert_eq!(
+            c.source,
+            SourceSpec::WebIdentity("/var/run/secrets/eks.amazonaws.com/serviceaccount/token".into())
+        );
+        let arns: Vec<&str> = c.roles.iter().map(|r| r.arn.as_str()).collect();
+        assert_eq!(arns, ["arn:aws:iam::111122223333:role/pod", partner]);
+        assert_eq!(c.roles[0].session_name, "pod-1");
+        assert_eq!(c.roles[0].external_id, None);
+        assert_eq!(c.roles[1].external_id.as_deref(), Some("ext-1"));
+        let alone = access(&["--role-session-name", "mine"])
+            .creds_config_in("us-east-1".into(), pod)
+            .unwrap();
+        assert_eq!(alone.roles.len(), 1);
+        assert_eq!(alone.roles[0].session_name, "mine");
+        // An explicit source wins over the environment.
+        let token = access(&["--web-identity-token-file", "/t", "--role-arn", partner])
+            .creds_config_in("us-east-1".into(), pod)
+            .unwrap();
+        assert_eq!(token.source, SourceSpec::WebIdentity("/t".into()));
+        assert_eq!(token.roles.len(), 1);
+        let bad = |k: &str| match k {
+            "AWS_ROLE_ARN" => Some("not-an-arn".to_owned()),
+            _ => pod(k),
+        };
+        let e = access(&[]).creds_config_in("us-east-1".into(), bad).unwrap_err();
+        assert_eq!(e.option, "AWS_ROLE_ARN");
     }
 
     fn strings(s: &[&str]) -> Vec<String> {

@@ -33,23 +33,14 @@ fn mount_with_env(
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).expect("mkdir");
     let log = dir.path().join("log");
-    let mut child = s3role()
+    let mut child = common::without_identity(&mut s3role(), &log)
         .arg("mount")
         .arg(source)
         .arg(&mnt)
         .arg("-f")
         .args(s.endpoint_args())
         .args(args)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("RUST_LOG", "s3role=debug,warn")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(std::fs::OpenOptions::new().append(true).open(&log).expect("log"))
         .spawn()
         .expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(30);

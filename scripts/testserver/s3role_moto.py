@@ -31,6 +31,9 @@ CLI (all optional):
   --force-session-seconds N every STS session (AssumeRole, WebIdentity, SAML) lasts N seconds
   --webid-token FILE        AssumeRoleWithWebIdentity accepts only the (stripped) token in FILE,
                             re-read on every call; anything else -> 400 InvalidIdentityToken
+  --container-token FILE    the container credentials endpoint accepts only the (stripped)
+                            token in FILE, re-read on every request, instead of the world's
+                            container_auth_token (EKS Pod Identity rotates its token file)
   --imds-port N             start the IMDSv2 emulator on port N (0 = pick free; default: off)
   --imds-role NAME          role vended by IMDS (default: imds)
   --imds-duration S         lifetime of IMDS credentials (default 300); rotated when < S/3 left
@@ -120,6 +123,7 @@ class State:
         self.imds_mode = "up"
         self.force_session_seconds: int | None = None
         self.webid_token_file: str | None = None
+        self.container_token_file: str | None = None
         self.world: dict = {}
         # Every S3 request seen (method, path, Range), newest last, for tests that count the
         # requests an operation costs.
@@ -947,6 +951,18 @@ class Imds:
     CONTAINER_PATH = "/v1/credentials"
     CONTAINER_AUTH_TOKEN = "s3role-test-pod-identity-token"
 
+    @staticmethod
+    def container_token() -> str | None:
+        """The token the container endpoint wants now: --container-token's file, read
+        again for every request, or the fixed one."""
+        if not STATE.container_token_file:
+            return Imds.CONTAINER_AUTH_TOKEN
+        try:
+            with open(STATE.container_token_file, encoding="utf-8") as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
     def __init__(self, role: str, duration: int, allow_v1: bool):
         self.role = role
         self.duration = duration
@@ -1082,7 +1098,7 @@ class Imds:
             def container_credentials(self):
                 """The ECS task / EKS Pod Identity agent endpoint: the instance role's
                 session for a caller that presents the authorization token."""
-                if self.headers.get("Authorization") != Imds.CONTAINER_AUTH_TOKEN:
+                if self.headers.get("Authorization") != Imds.container_token():
                     return self.send(401, json.dumps({"Message": "invalid authorization token"}))
                 if not imds.role_exists():
                     return self.send(404, "Not Found")
@@ -1249,10 +1265,13 @@ def build_fixture(endpoint: str) -> dict:
                         allow("s3:ListBucket", "arn:aws:s3:::data"),
                         allow("s3:GetObject", "arn:aws:s3:::data/*"))),
         # Informational only: web identity calls are not trust-checked by the launcher.
+        # It reads the data bucket and writes under k8s/ (the pod of packaging/kubernetes/).
         "webid": (policy({"Effect": "Allow",
                           "Principal": {"Federated": "s3role-test-oidc"},
                           "Action": "sts:AssumeRoleWithWebIdentity"}),
-                  policy(*data_read)),
+                  policy(*data_read,
+                         allow(["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                               "arn:aws:s3:::data/k8s/*"))),
     }
     for name, (trust, perms) in roles.items():
         iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
@@ -1292,6 +1311,8 @@ def parse_args(argv=None):
     p.add_argument("--world-out", metavar="PATH", help="write the world JSON here when ready")
     p.add_argument("--force-session-seconds", type=int, metavar="N",
                    help="every STS session lasts N seconds, whatever DurationSeconds says")
+    p.add_argument("--container-token", metavar="FILE",
+                   help="the container endpoint accepts only the token in FILE (re-read)")
     p.add_argument("--webid-token", metavar="FILE",
                    help="only this (stripped, re-read per call) web identity token is valid")
     p.add_argument("--imds-port", type=int, metavar="N",
@@ -1341,6 +1362,8 @@ def main(argv=None) -> int:
 
     STATE.force_session_seconds = args.force_session_seconds
     STATE.webid_token_file = os.path.abspath(args.webid_token) if args.webid_token else None
+    STATE.container_token_file = (os.path.abspath(args.container_token)
+                                  if args.container_token else None)
 
     # Enforcement off while the fixture is built.
     settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")

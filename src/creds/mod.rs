@@ -162,6 +162,33 @@ impl CredsConfig {
     }
 }
 
+/// The role of a Kubernetes pod's service account (IRSA), as the environment names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvWebIdentity {
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`: the token the kubelet keeps fresh.
+    pub token_file: PathBuf,
+    /// `AWS_ROLE_ARN`: the role the token is exchanged for.
+    pub role_arn: String,
+    /// `AWS_ROLE_SESSION_NAME`, if set.
+    pub session_name: Option<String>,
+}
+
+/// The web identity that `env` (a variable lookup) gives: `AWS_WEB_IDENTITY_TOKEN_FILE` and
+/// `AWS_ROLE_ARN`, which the EKS pod identity webhook (or the pod spec) sets for IRSA.
+/// `None` if either is missing or empty, and, as in the SDK's default chain, when keys
+/// (`AWS_ACCESS_KEY_ID`) or a profile (`AWS_PROFILE`) in the environment come first.
+pub fn web_identity_from(env: impl Fn(&str) -> Option<String>) -> Option<EnvWebIdentity> {
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    if set("AWS_ACCESS_KEY_ID").is_some() || set("AWS_PROFILE").is_some() {
+        return None;
+    }
+    Some(EnvWebIdentity {
+        token_file: set("AWS_WEB_IDENTITY_TOKEN_FILE")?.into(),
+        role_arn: set("AWS_ROLE_ARN")?,
+        session_name: set("AWS_ROLE_SESSION_NAME"),
+    })
+}
+
 /// The session name used when none is given: host name and process id, made valid.
 pub fn default_session_name() -> String {
     let mut buf = [0u8; 256];
@@ -221,6 +248,33 @@ mod tests {
             refresh_margin: None,
         };
         assert_eq!(c.validate().unwrap_err().option, "--web-identity-token-file");
+    }
+
+    #[test]
+    fn irsa_variables_name_a_web_identity_unless_keys_or_a_profile_come_first() {
+        let irsa = [
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+            ),
+            ("AWS_ROLE_ARN", "arn:aws:iam::111122223333:role/pod"),
+        ];
+        let lookup = |vars: Vec<(&'static str, &'static str)>| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+        };
+        let found = web_identity_from(lookup(irsa.to_vec())).expect("IRSA variables");
+        assert_eq!(found.role_arn, "arn:aws:iam::111122223333:role/pod");
+        assert_eq!(found.session_name, None);
+        let named = [irsa.as_slice(), &[("AWS_ROLE_SESSION_NAME", "pod-1")]].concat();
+        assert_eq!(
+            web_identity_from(lookup(named)).and_then(|w| w.session_name).as_deref(),
+            Some("pod-1")
+        );
+        assert_eq!(web_identity_from(lookup(irsa[..1].to_vec())), None);
+        assert_eq!(web_identity_from(lookup(vec![("AWS_ROLE_ARN", ""), irsa[0]])), None);
+        for first in [("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"), ("AWS_PROFILE", "work")] {
+            assert_eq!(web_identity_from(lookup([irsa.as_slice(), &[first]].concat())), None);
+        }
     }
 
     #[test]

@@ -333,6 +333,21 @@ pub fn s3role() -> Command {
     c
 }
 
+/// `cmd` without the AWS identity of this process's environment (no keys, no profile files,
+/// no instance metadata), with debug logs, and its output appended to `log`; environment
+/// set on it afterwards wins.
+pub fn without_identity<'a>(cmd: &'a mut Command, log: &Path) -> &'a mut Command {
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "s3role=debug,warn")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log).expect("log"))
+        .stderr(std::fs::OpenOptions::new().append(true).open(log).expect("log"))
+}
+
 /// Whether `path` is a mount point now.
 pub fn is_mounted(path: &Path) -> bool {
     let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
