@@ -35,6 +35,26 @@ fn reads_survive_an_sts_outage_until_expiry_and_recover_after() {
         std::thread::sleep(Duration::from_millis(200));
     };
     eprintln!("after expiry: {denied}");
+    // Just when the operator needs it, `s3role status` answers: the mount point itself
+    // still resolves, and the status says what went wrong.
+    let status = common::s3role()
+        .arg("status")
+        .arg(&m.path)
+        .output()
+        .expect("s3role status runs");
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "s3role status failed after expiry: {}\n{}",
+        String::from_utf8_lossy(&status.stderr),
+        m.log()
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("last_error") && !l.trim_end().ends_with(" -")),
+        "the status names the renewal error:\n{shown}"
+    );
 
     // STS answers again: the same mount recovers on its own.
     s.set_sts("up");

@@ -692,7 +692,20 @@ impl<S: ObjectStore> Namespace<S> {
             return Err(FsError::NotFound);
         }
         let found = if ino == ROOT_INO {
-            Some(self.dir_attr("").await?)
+            match (self.dir_attr("").await, &stat) {
+                (Ok(found), _) => Some(found),
+                // The mount point answers a stat with what was known last while S3 refuses
+                // or is away (a session that could not be renewed, an outage): every path
+                // lookup starts there, `s3role status` and umount among them.
+                (Err(e), Some(stat)) => {
+                    tracing::debug!("the root's attributes could not be refreshed, the last known serve: {e}");
+                    return Ok(Attr {
+                        ino,
+                        ..stat.attr.clone()
+                    });
+                }
+                (Err(e), None) => return Err(e),
+            }
         } else {
             self.find(parent, &name, local).await?
         };
