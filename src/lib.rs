@@ -12,6 +12,7 @@ pub mod helper;
 pub mod logging;
 pub mod mount;
 pub mod mount_opts;
+pub mod notify;
 pub mod status;
 pub mod store;
 pub mod timefmt;

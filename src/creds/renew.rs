@@ -70,6 +70,8 @@ pub struct SessionStatus {
 pub struct CredentialSlot {
     current: RwLock<Option<Credentials>>,
     status: Mutex<SessionStatus>,
+    /// Bumped after each renewal and each failed attempt, for whoever reports the session.
+    changed: tokio::sync::watch::Sender<()>,
 }
 
 impl CredentialSlot {
@@ -88,10 +90,19 @@ impl CredentialSlot {
         s.expiry = expiry;
         s.last_renewal = Some(SystemTime::now());
         s.last_error = None;
+        drop(s);
+        self.changed.send_replace(());
     }
 
     fn failed(&self, e: &CredsError) {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(e.to_string());
+        self.changed.send_replace(());
+    }
+
+    /// Wakes after each renewal and each failed attempt from now on, so that the session's
+    /// state can be reported as it changes (to systemd, say) without polling.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
     }
 
     /// Why the credentials cannot be used right now, if they cannot.
