@@ -230,6 +230,10 @@ trait Refresh: Send + Sync + 'static {
     fn refresh_margin(&self) -> Option<Duration>;
     /// Logs a new session.
     fn renewed(&self, creds: &Credentials);
+    /// The role whose session this renews, for logs.
+    fn role_arn(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Refresh for Chain {
@@ -244,6 +248,10 @@ impl Refresh for Chain {
     fn renewed(&self, creds: &Credentials) {
         log_session(self, creds, true);
     }
+
+    fn role_arn(&self) -> Option<String> {
+        self.config().roles.last().map(|r| r.arn.clone())
+    }
 }
 
 /// One walk of the chain, given up after [`RENEWAL_TIMEOUT`].
@@ -256,6 +264,7 @@ async fn attempt(source: &impl Refresh) -> Result<Credentials, CredsError> {
                 code: None,
                 message: format!("no answer within {} s", RENEWAL_TIMEOUT.as_secs()),
                 hint: None,
+                request_id: None,
             })
         })
 }
@@ -316,6 +325,7 @@ async fn renew_loop(source: &impl Refresh, slot: &CredentialSlot, clock: &dyn Wa
             {
                 expired_logged = true;
                 tracing::error!(
+                    role_arn = source.role_arn(),
                     "{}; S3 requests fail with EACCES until STS answers",
                     expired(&slot.status(), exp)
                 );
@@ -338,23 +348,38 @@ async fn renew_loop(source: &impl Refresh, slot: &CredentialSlot, clock: &dyn Wa
             Err(e) => {
                 failures += 1;
                 slot.failed(&e);
+                let role_arn = source.role_arn();
+                // Fields the journal can be searched by (ROLE_ARN=, AWS_ERROR_CODE=, ...).
+                macro_rules! log {
+                    ($level:ident, $($message:tt)+) => {
+                        tracing::$level!(
+                            attempt = failures,
+                            role_arn = role_arn.as_deref(),
+                            step = %e.step,
+                            aws_error_code = e.code.as_deref(),
+                            request_id = e.request_id.as_deref(),
+                            $($message)+
+                        )
+                    };
+                }
                 match session.expiry.map(|x| x.duration_since(clock.now()).ok()) {
-                    None => tracing::warn!(
-                        attempt = failures,
+                    None => log!(
+                        warn,
                         "refreshing the source credentials failed; the current ones do not expire: {e}"
                     ),
-                    Some(Some(left)) => tracing::warn!(
-                        attempt = failures,
+                    Some(Some(left)) => log!(
+                        warn,
                         "renewing the role session failed, current session still valid for {} s: {e}",
                         left.as_secs()
                     ),
                     Some(None) if !expired_logged => {
                         expired_logged = true;
-                        tracing::error!(
+                        log!(
+                            error,
                             "the role session has expired and renewal keeps failing; S3 requests fail with EACCES until STS answers: {e}"
                         );
                     }
-                    Some(None) => tracing::warn!(attempt = failures, "renewing the expired role session failed: {e}"),
+                    Some(None) => log!(warn, "renewing the expired role session failed: {e}"),
                 }
             }
         }
@@ -422,6 +447,7 @@ mod tests {
             code: Some("ServiceUnavailable".into()),
             message: "down".into(),
             hint: None,
+            request_id: None,
         });
         let why = slot.problem().unwrap();
         assert!(why.contains("expired") && why.contains("ServiceUnavailable"), "{why}");
@@ -520,6 +546,7 @@ mod tests {
                         code: Some("ServiceUnavailable".into()),
                         message: "down".into(),
                         hint: None,
+                        request_id: None,
                     }),
                 }
             }

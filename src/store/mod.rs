@@ -93,6 +93,7 @@ impl RangeBody {
                 key: key.clone(),
                 code: None,
                 message: format!("reading the body failed: {e}"),
+                request_id: None,
             }),
         }
     }
