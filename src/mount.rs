@@ -551,7 +551,8 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
     };
     // A daemon's lines end up in syslog or a file, a foreground mount's may too.
     let on_terminal = args.foreground && args.log_file.is_none() && std::io::stderr().is_terminal();
-    crate::logging::init_with_colours(on_terminal);
+    let journal = args.log_file.is_none() && crate::logging::stderr_is_journal();
+    crate::logging::init_with(on_terminal, journal);
     if let Some(path) = &args.log_file
         && let Err(e) = crate::logging::use_log_file(path)
     {

@@ -10,7 +10,7 @@ use common::{FaultProxy, Server, is_mounted, s3role};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A Unix datagram socket where systemd would listen (NOTIFY_SOCKET), which, as systemd
@@ -132,8 +132,22 @@ impl NotifyListener {
     }
 }
 
-/// `s3role mount --foreground SOURCE DIR` as a `Type=notify` unit starts it, with
-/// NOTIFY_SOCKET naming `listener`; its output goes to `log`.
+/// `s3role mount --foreground SOURCE DIR` against the server, as the packaged unit runs it.
+fn service(s: &Server, source: &str, dir: &Path, args: &[String]) -> Command {
+    let mut cmd = s3role();
+    cmd.arg("mount")
+        .arg("--foreground")
+        .arg(source)
+        .arg(dir)
+        .args(s.endpoint_args())
+        .args(args)
+        .envs(s.env_for("alice"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// The service as a `Type=notify` unit starts it, with NOTIFY_SOCKET naming `listener`; its
+/// output goes to `log`.
 fn start_service(
     s: &Server,
     listener: &NotifyListener,
@@ -143,17 +157,9 @@ fn start_service(
     log: &Path,
 ) -> Child {
     let out = std::fs::File::create(log).expect("log");
-    s3role()
-        .arg("mount")
-        .arg("--foreground")
-        .arg(source)
-        .arg(dir)
-        .args(s.endpoint_args())
-        .args(args)
-        .envs(s.env_for("alice"))
+    service(s, source, dir, args)
         .env("NOTIFY_SOCKET", &listener.path)
         .env("RUST_LOG", "s3role=debug,warn")
-        .stdin(Stdio::null())
         .stdout(out.try_clone().expect("log"))
         .stderr(out)
         .spawn()
@@ -267,4 +273,135 @@ fn a_failed_mount_says_why_in_its_status_and_is_never_ready() {
         "STATUS= is the sentence printed ({sentence}): {told:?}"
     );
     assert!(!is_mounted(&mnt));
+}
+
+/// Where the journal listens for entries (the path tracing-journald sends to).
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// One journal entry in the native protocol: `NAME=value` lines, or `NAME`, a 64-bit
+/// little-endian length and the value, for values that may hold a newline.
+fn journal_fields(mut datagram: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut fields = std::collections::HashMap::new();
+    while let Some(end) = datagram.iter().position(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(&datagram[..end]).into_owned();
+        datagram = &datagram[end + 1..];
+        if let Some((name, value)) = line.split_once('=') {
+            fields.insert(name.to_owned(), value.to_owned());
+            continue;
+        }
+        let Some((len, rest)) = datagram.split_first_chunk::<8>() else {
+            break;
+        };
+        let len = (u64::from_le_bytes(*len) as usize).min(rest.len());
+        fields.insert(line, String::from_utf8_lossy(&rest[..len]).into_owned());
+        datagram = rest.get(len + 1..).unwrap_or_default();
+    }
+    fields
+}
+
+/// Removes the stand-in journal socket.
+struct RemoveOnDrop(&'static str);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+/// Runs `s3role mount --foreground` with JOURNAL_STREAM naming its standard error (a file
+/// here, a stream to the journal under systemd), as systemd starts a service.
+fn start_with_journal_stream(s: &Server, source: &str, dir: &Path, args: &[String], log: &Path) -> Child {
+    use std::os::unix::fs::MetadataExt;
+    let err = std::fs::File::create(log).expect("log");
+    let meta = err.metadata().expect("stat");
+    service(s, source, dir, args)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env("RUST_LOG", "s3role=info,warn")
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("start s3role")
+}
+
+#[test]
+fn under_systemd_logs_reach_the_journal_with_the_role_key_error_code_and_request_id() {
+    if Path::new(JOURNAL_SOCKET).exists() {
+        eprintln!("skipped: a journal listens on {JOURNAL_SOCKET} here; this test stands in for one");
+        return;
+    }
+    let s = Server::start(&["--force-session-seconds", "20"]);
+    s.put("data", "jr/f", b"x".to_vec(), &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mnt, log) = (dir.path().join("mnt"), dir.path().join("stderr.log"));
+    std::fs::create_dir(&mnt).expect("mkdir");
+
+    // No journal to send to: lines go to standard error, after a warning.
+    let args = ["--role-arn", s.world.role("reader"), "--external-id", "wrong-id"].map(String::from);
+    let mut child = start_with_journal_stream(&s, "data:/jr", &mnt, &args, &log);
+    assert!(!wait_exit(&mut child, &log).success());
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        stderr.contains("cannot log to the journal") && stderr.contains("AccessDenied"),
+        "{stderr}"
+    );
+
+    std::fs::create_dir_all("/run/systemd/journal").expect("mkdir /run/systemd/journal");
+    let journal = UnixDatagram::bind(JOURNAL_SOCKET).expect("bind the journal socket");
+    let _remove = RemoveOnDrop(JOURNAL_SOCKET);
+    let mut child = start_with_journal_stream(&s, "data:/jr", &mnt, &s.reader_args(), &log);
+    journal
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let entries = std::cell::RefCell::new(Vec::new());
+    let entry_where = |what: &str, wanted: &dyn Fn(&std::collections::HashMap<String, String>) -> bool| loop {
+        let mut buf = vec![0u8; 65536];
+        let n = journal.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "no journal entry {what}: {e}\n{:#?}\nstderr: {}",
+                entries.borrow(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        let fields = journal_fields(&buf[..n]);
+        if wanted(&fields) {
+            return fields;
+        }
+        entries.borrow_mut().push(fields);
+    };
+    let field = |f: &std::collections::HashMap<String, String>, name: &str| f.get(name).cloned().unwrap_or_default();
+    let role = s.world.role("reader").to_owned();
+    let assumed = entry_where("for the first session", &|f| {
+        field(f, "MESSAGE").contains("role session assumed")
+    });
+    assert_eq!(field(&assumed, "ROLE_ARN"), role, "{assumed:?}");
+    assert_eq!(field(&assumed, "SYSLOG_IDENTIFIER"), "s3role");
+    assert_eq!(field(&assumed, "PRIORITY"), "5", "INFO is notice");
+    entry_where("for the mount", &|f| field(f, "MESSAGE") == "mounted");
+
+    // S3 refuses a write to the reader: a warning that names the key and the error code.
+    assert!(std::fs::write(mnt.join("denied.txt"), b"no").is_err());
+    let denied = entry_where("for the refused write", &|f| field(f, "KEY") == "jr/denied.txt");
+    assert_eq!(field(&denied, "PRIORITY"), "4", "{denied:?}");
+    assert_eq!(field(&denied, "AWS_ERROR_CODE"), "AccessDenied", "{denied:?}");
+    assert!(!field(&denied, "REQUEST_ID").is_empty(), "{denied:?}");
+
+    // STS goes down: the renewal fails, in a warning with the role, the code and the request.
+    s.set_sts("down");
+    let failed = entry_where("for the failed renewal", &|f| {
+        field(f, "MESSAGE").contains("renewing the role session failed")
+    });
+    s.set_sts("up");
+    assert_eq!(field(&failed, "PRIORITY"), "4", "{failed:?}");
+    assert_eq!(field(&failed, "ROLE_ARN"), role, "{failed:?}");
+    assert_eq!(field(&failed, "AWS_ERROR_CODE"), "ServiceUnavailable", "{failed:?}");
+    assert!(!field(&failed, "REQUEST_ID").is_empty(), "{failed:?}");
+
+    // SAFETY: signalling the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    assert!(wait_exit(&mut child, &log).success());
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !stderr.contains("renewing the role session failed"),
+        "the journal has them, not standard error: {stderr}"
+    );
 }
