@@ -2,11 +2,13 @@
 //! seen through a stand-in for systemd's notification socket: READY=1 comes from the process
 //! systemd started, and only once the mount answers; STATUS= says when the role session
 //! expires, again after each renewal; STOPPING=1 comes when the unmount begins; a mount that fails says why in STATUS=
-//! with the sentence it prints, and never READY=1.
+//! with the sentence it prints, and never READY=1. The daemon `s3role mount` leaves behind
+//! is not the process systemd started: it neither notifies nor inherits NOTIFY_SOCKET.
+//! Logs reach the journal with their fields when standard error is the journal.
 
 mod common;
 
-use common::{FaultProxy, Server, is_mounted, s3role};
+use common::{DaemonMount, FaultProxy, Server, is_mounted, s3role};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -273,6 +275,25 @@ fn a_failed_mount_says_why_in_its_status_and_is_never_ready() {
         "STATUS= is the sentence printed ({sentence}): {told:?}"
     );
     assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn the_daemon_left_behind_neither_notifies_nor_inherits_the_notification_socket() {
+    let s = Server::start(&[]);
+    let listener = NotifyListener::bind();
+    let socket = listener.path.display().to_string();
+    let m = DaemonMount::start(&s, "alice", "data:/", &s.reader_args(), &[("NOTIFY_SOCKET", &socket)])
+        .unwrap_or_else(|e| panic!("mount: {e}"));
+    assert!(is_mounted(&m.path));
+    let pids = m.daemon_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let environ = std::fs::read(format!("/proc/{}/environ", pids[0])).expect("environ");
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("NOTIFY_SOCKET="),
+        "the daemon's environment names the socket"
+    );
+    let told = listener.queued();
+    assert!(told.is_empty(), "{told:?}");
 }
 
 /// Where the journal listens for entries (the path tracing-journald sends to).
