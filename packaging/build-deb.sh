@@ -2,8 +2,8 @@
 # Builds target/debian/s3role_VERSION_ARCH.deb with dpkg-deb (no other packaging tool):
 #   /usr/bin/s3role, /sbin/mount.s3role (the same program, chosen by its name),
 #   man pages s3role(1), s3role-mount(1), s3role-check(1), s3role-status(1), mount.s3role(8)
-#   generated from the command-line definitions, bash/zsh/fish completions, an example
-#   /etc/s3role/ directory and a systemd unit example. Depends on fuse3.
+#   generated from the command-line definitions, bash/zsh/fish completions, the systemd unit
+#   template s3role@.service and an example /etc/s3role/ directory. Depends on fuse3.
 #
 #   packaging/build-deb.sh            # then: dpkg -i target/debian/s3role_*.deb
 set -euo pipefail
@@ -17,7 +17,8 @@ ROOT=$OUT/s3role_${VERSION}_${ARCH}
 rm -rf "$ROOT"
 mkdir -p "$ROOT/DEBIAN" "$ROOT/usr/bin" "$ROOT/sbin" "$ROOT/usr/share/man/man1" "$ROOT/usr/share/man/man8" \
     "$ROOT/usr/share/bash-completion/completions" "$ROOT/usr/share/zsh/vendor-completions" \
-    "$ROOT/usr/share/fish/vendor_completions.d" "$ROOT/usr/share/doc/s3role/examples" "$ROOT/etc/s3role"
+    "$ROOT/usr/share/fish/vendor_completions.d" "$ROOT/usr/share/doc/s3role/examples" "$ROOT/etc/s3role" \
+    "$ROOT/lib/systemd/system"
 
 cargo build --release --quiet --bin s3role
 install -m 0755 "$TARGET/release/s3role" "$ROOT/usr/bin/s3role"
@@ -37,7 +38,7 @@ install -m 0644 "$DOCS/completions/s3role.fish" "$ROOT/usr/share/fish/vendor_com
 install -m 0644 packaging/etc/README "$ROOT/etc/s3role/README"
 install -m 0644 packaging/etc/session-policy.json.example "$ROOT/etc/s3role/session-policy.json.example"
 install -m 0644 packaging/etc/data.env.example "$ROOT/etc/s3role/data.env.example"
-install -m 0644 packaging/systemd/s3role@.service "$ROOT/usr/share/doc/s3role/examples/s3role@.service"
+install -m 0644 packaging/systemd/s3role@.service "$ROOT/lib/systemd/system/s3role@.service"
 install -m 0644 packaging/etc/fstab.example "$ROOT/usr/share/doc/s3role/examples/fstab"
 install -m 0644 packaging/prometheus/s3role-alerts.yml packaging/prometheus/s3role-alerts.test.yml \
     "$ROOT/usr/share/doc/s3role/examples/"

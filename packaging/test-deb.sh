@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the package built by packaging/build-deb.sh and checks it as an administrator
-# would use it: man s3role works, and mount -t s3role (the packaged /sbin/mount.s3role)
-# mounts a bucket through a role from the local S3+STS server, then umount ends it.
+# would use it: man s3role works and documents systemd and the journal, the systemd unit is
+# installed and valid, and mount -t s3role (the packaged /sbin/mount.s3role) mounts a bucket
+# through a role from the local S3+STS server, then umount ends it.
 # Run as root. Prints "package: N passed, M failed" and exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,24 @@ check "man s3role documents the metrics options" sh -c 'MANWIDTH=200 man s3role 
 check "the alert rules are installed, and promtool accepts them where it is present" sh -c \
     'test -s /usr/share/doc/s3role/examples/s3role-alerts.yml && { ! command -v promtool >/dev/null || promtool check rules /usr/share/doc/s3role/examples/s3role-alerts.yml >/dev/null; }'
 check "bash completion installed" test -s /usr/share/bash-completion/completions/s3role
+check "man s3role: systemd readiness and journal fields" \
+    sh -c 'man s3role 2>/dev/null | grep -q "Type=notify" && man s3role-mount 2>/dev/null | grep -q "AWS_ERROR_CODE"'
+check "man s3role-mount: --foreground tells systemd READY=1" \
+    sh -c 'man s3role-mount 2>/dev/null | grep -A3 -e "--foreground" | grep -q "READY=1"'
+UNIT=/lib/systemd/system/s3role@.service
+check "the unit is installed" test -s "$UNIT"
+check "the unit runs a foreground mount as Type=notify" \
+    sh -c "grep -qx 'Type=notify' $UNIT && grep -q '^ExecStart=/usr/bin/s3role mount --foreground ' $UNIT"
+if command -v systemd-analyze >/dev/null; then
+    # verify exits 0 on most mistakes and says them on stderr: it must say nothing.
+    unit_verifies() {
+        local out
+        out=$(cd / && systemd-analyze verify "$UNIT" 2>&1) && [[ -z $out ]] || { echo "$out" >&2; return 1; }
+    }
+    check "systemd-analyze verify s3role@.service" unit_verifies
+else
+    echo "skip    systemd-analyze verify (not installed)"
+fi
 
 # shellcheck source=../scripts/testserver/start.sh
 source scripts/testserver/start.sh

@@ -59,10 +59,12 @@ pub struct MountArgs {
     pub access: AccessArgs,
     #[command(flatten)]
     pub files: FileArgs,
-    /// Stay in the foreground instead of returning once the mount is live.
+    /// Stay in the foreground instead of returning once the mount is live. Under systemd
+    /// (NOTIFY_SOCKET set, Type=notify) tell it READY=1 once the mount answers, the session
+    /// expiry after each renewal, and STOPPING=1 at unmount.
     #[arg(short = 'f', long)]
     pub foreground: bool,
-    /// Log to this file instead of syslog once detached (reopened on SIGHUP, for logrotate).
+    /// Log to this file instead of standard error, syslog or the journal (reopened on SIGHUP, for logrotate).
     /// A new file is created 0600; a symbolic link there is refused.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,

@@ -81,7 +81,13 @@ pub fn start(argv: &[String], handover: &[u8]) -> std::io::Error {
         Ok(pair) => pair,
         Err(e) => return e,
     };
-    let child = match this_program_again(argv).and_then(|mut c| c.stdin(Stdio::from(OwnedFd::from(theirs))).spawn()) {
+    // The daemon is not the process a service manager started, so it must not notify it.
+    let spawned = this_program_again(argv).and_then(|mut c| {
+        c.stdin(Stdio::from(OwnedFd::from(theirs)))
+            .env_remove(crate::notify::NOTIFY_SOCKET)
+            .spawn()
+    });
+    let child = match spawned {
         Ok(child) => child,
         Err(e) => return e,
     };
@@ -206,6 +212,7 @@ impl Readiness {
             }
             None => eprintln!("{message}"),
         }
+        crate::notify::status(message);
     }
 }
 

@@ -69,8 +69,32 @@ s3role_uploads_recovered_total, s3role_staged_bytes, s3role_open_files, s3role_i
 .PP
 Alerting rules for them (a session about to expire while renewal fails, failing uploads,
 throttling, denials) are in /usr/share/doc/s3role/examples/s3role\-alerts.yml.
+.SH SYSTEMD AND LOGS
+The package installs the unit template s3role@.service: \fBsystemctl enable \-\-now
+s3role@\fR\fINAME\fR mounts what /etc/s3role/\fINAME\fR.env says. It runs \fBs3role mount
+\-\-foreground\fR as a Type=notify service. With NOTIFY_SOCKET set, s3role tells systemd
+READY=1 once the mount answers, STATUS= with the role session's expiry (and the last failed
+renewal) after every renewal, shown by \fBsystemctl status\fR, and STOPPING=1 when the unmount
+begins. A mount that fails exits non\-zero, and the sentence it prints is its STATUS= too.
+\fBsystemctl stop\fR sends SIGTERM: the mount is detached, files still open keep working
+until closed, and pending uploads finish before s3role exits.
+.PP
+When standard error is the journal (JOURNAL_STREAM names it, as systemd sets it for a
+service), entries go to the journal with their fields: ROLE_ARN, SESSION_NAME and EXPIRES
+for sessions; ROLE_ARN, STEP, AWS_ERROR_CODE and REQUEST_ID for a failed renewal; OP, KEY,
+AWS_ERROR_CODE and REQUEST_ID for a failed S3 request. RUST_LOG filters them as anywhere
+else; \fB\-\-log\-file\fR wins over the journal. For example:
+.PP
+.nf
+journalctl \-u s3role@data \-p warning
+journalctl \-u s3role@data AWS_ERROR_CODE=AccessDenied
+.fi
+.PP
+The daemon that \fBs3role mount\fR without \-\-foreground, mount(8) and fstab lines
+(x\-systemd.automount among them) leave behind logs to syslog once the mount answers,
+unless its standard error was the journal.
 .SH SEE ALSO
-mount(8), fstab(5), fusermount3(1)
+mount(8), fstab(5), fusermount3(1), systemd.service(5), journalctl(1)
 "#;
 
 fn write_page(dir: &Path, name: &str, section: &str, cmd: clap::Command, extra: &str) -> std::io::Result<()> {
@@ -117,6 +141,10 @@ mod tests {
         assert!(
             page.contains("role\\-arn") && page.contains("x\\-systemd.automount"),
             "{page}"
+        );
+        assert!(
+            page.contains("Type=notify") && page.contains("AWS_ERROR_CODE"),
+            "systemd and the journal: {page}"
         );
         assert!(dir.path().join("man/mount.s3role.8").exists());
         assert!(dir.path().join("completions/s3role.bash").exists());

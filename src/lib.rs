@@ -14,6 +14,7 @@ pub mod logging;
 pub mod mount;
 pub mod mount_metrics;
 pub mod mount_opts;
+pub mod notify;
 pub mod status;
 pub mod store;
 pub mod timefmt;

@@ -1,12 +1,45 @@
 //! Logging: `RUST_LOG` filters; lines go to stderr, or to syslog (and so the journal) once
-//! the process has become a daemon.
+//! the process has become a daemon. When standard error is the journal (a systemd service),
+//! entries go to the journal itself, with their fields (ROLE_ARN, KEY, AWS_ERROR_CODE, ...)
+//! as journal fields that `journalctl` can match.
 
 use std::ffi::CString;
 use std::io::{self, IsTerminal, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Set by systemd for a process whose standard output or error is a stream to the journal:
+/// `DEVICE:INODE` of that stream (systemd.exec(5)).
+const JOURNAL_STREAM: &str = "JOURNAL_STREAM";
+
+/// Whether `journal_stream` (a JOURNAL_STREAM value) names the file open on `fd`. systemd
+/// documents this comparison: the variable is inherited by processes whose standard error
+/// was redirected elsewhere (a `2>file` in a script a service runs), and for those it fails.
+fn names_stream(journal_stream: &str, fd: BorrowedFd<'_>) -> bool {
+    let Some((dev, ino)) = journal_stream.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open for the duration of the borrow, and st is a valid stat to fill.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev as u64 == dev && st.st_ino as u64 == ino
+}
+
+/// Whether this process's standard error goes to the journal (JOURNAL_STREAM names it).
+pub fn stderr_is_journal() -> bool {
+    std::env::var(JOURNAL_STREAM).is_ok_and(|v| names_stream(&v, io::stderr().as_fd()))
+}
 
 static TO_SYSLOG: AtomicBool = AtomicBool::new(false);
 
@@ -75,22 +108,41 @@ pub fn switch_to_syslog() {
 }
 
 /// Installs the subscriber. Without `RUST_LOG`, s3role logs at INFO and its libraries at WARN.
-/// Lines are coloured when standard error is a terminal.
+/// Lines are coloured when standard error is a terminal; entries go to the journal when
+/// standard error is the journal.
 pub fn init() {
-    init_with_colours(io::stderr().is_terminal());
+    init_with(io::stderr().is_terminal(), stderr_is_journal());
 }
 
-/// [`init`], with ANSI colours or not: only for a terminal, never for a log file or syslog,
-/// where they would show as escape codes.
-pub fn init_with_colours(colours: bool) {
+/// [`init`], with ANSI colours or not (only for a terminal, never for a log file or syslog,
+/// where they would show as escape codes), and to the journal or not. Without a journal
+/// socket to send to, lines go to standard error after a warning that says why.
+pub fn init_with(colours: bool, journal: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error,s3role=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(Destination)
-        .with_target(false)
-        .with_ansi(colours)
+    let (journald, no_journal) = match journal.then(tracing_journald::layer) {
+        // Field names as they are (ROLE_ARN, not F_ROLE_ARN), for `journalctl ROLE_ARN=...`.
+        Some(Ok(layer)) => (
+            Some(layer.with_field_prefix(None).with_syslog_identifier("s3role".into())),
+            None,
+        ),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    let lines = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(Destination)
+            .with_target(false)
+            .with_ansi(colours)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(lines)
         .try_init();
+    if let Some(e) = no_journal {
+        tracing::warn!("cannot log to the journal ({e}); logging to standard error");
+    }
 }
 
 struct Destination;
@@ -169,6 +221,32 @@ impl Drop for LineWriter {
                 // SAFETY: the format is a static "%s" and the argument a valid C string.
                 unsafe { libc::syslog(*priority, c"%s".as_ptr(), c.as_ptr()) };
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_stream_is_recognised_by_device_and_inode() {
+        let file = tempfile::tempfile().unwrap();
+        let meta = file.metadata().unwrap();
+        let (dev, ino) = (meta.dev(), meta.ino());
+        assert!(names_stream(&format!("{dev}:{ino}"), file.as_fd()));
+        assert!(
+            !names_stream(&format!("{dev}:{}", ino + 1), file.as_fd()),
+            "another file"
+        );
+        assert!(
+            !names_stream(&format!("{}:{ino}", dev + 1), file.as_fd()),
+            "another device"
+        );
+        let other = tempfile::tempfile().unwrap();
+        assert!(!names_stream(&format!("{dev}:{ino}"), other.as_fd()), "redirected");
+        for garbage in ["", "12", "a:b", ":", "1:2:3"] {
+            assert!(!names_stream(garbage, file.as_fd()), "{garbage:?}");
         }
     }
 }

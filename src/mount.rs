@@ -82,6 +82,7 @@ fn detach_dead_mount(path: &PathBuf) -> Result<(), String> {
     // SAFETY: c_path is a valid C string.
     let detached = unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } == 0
         || std::process::Command::new("fusermount3")
+            .env_remove(crate::notify::NOTIFY_SOCKET)
             .arg("-u")
             .arg("-z")
             .arg(&absolute)
@@ -304,6 +305,7 @@ async fn unmount_on_signal(mountpoint: PathBuf, mut terminate: Signal, mut inter
         _ = interrupt.recv() => {}
     }
     tracing::info!("signal received: unmounting once open files are closed and uploads are done");
+    let _ = tokio::task::spawn_blocking(|| crate::notify::stopping(STOPPING)).await;
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
@@ -312,6 +314,7 @@ async fn unmount_on_signal(mountpoint: PathBuf, mut terminate: Signal, mut inter
     if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
         // Not root: fusermount3 may do it for the mounting user.
         let status = tokio::process::Command::new("fusermount3")
+            .env_remove(crate::notify::NOTIFY_SOCKET)
             .arg("-u")
             .arg("-z")
             .arg(&mountpoint)
@@ -320,6 +323,19 @@ async fn unmount_on_signal(mountpoint: PathBuf, mut terminate: Signal, mut inter
         if !status.map(|s| s.success()).unwrap_or(false) {
             tracing::error!("could not unmount {}", mountpoint.display());
         }
+    }
+}
+
+/// What systemd is told when the unmount begins.
+const STOPPING: &str = "unmounting; pending uploads finish first";
+
+/// Tells systemd the session's state after each renewal and each failed attempt, as long as
+/// the mount lives.
+async fn report_session(what: String, slot: Arc<crate::creds::CredentialSlot>) {
+    let mut changes = slot.changes();
+    while changes.changed().await.is_ok() {
+        let line = crate::notify::session_line(&what, &slot.status());
+        let _ = tokio::task::spawn_blocking(move || crate::notify::status(&line)).await;
     }
 }
 
@@ -484,7 +500,8 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
     };
     // A daemon's lines end up in syslog or a file, a foreground mount's may too.
     let on_terminal = args.foreground && args.log_file.is_none() && std::io::stderr().is_terminal();
-    crate::logging::init_with_colours(on_terminal);
+    let journal = args.log_file.is_none() && crate::logging::stderr_is_journal();
+    crate::logging::init_with(on_terminal, journal);
     if let Some(path) = &args.log_file
         && let Err(e) = crate::logging::use_log_file(path)
     {
@@ -539,6 +556,7 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
         // SAFETY: geteuid has no preconditions.
         StatusReaders::MounterAndRoot(unsafe { libc::geteuid() })
     };
+    let slot = connected.slot.clone();
     let adapter = FuseAdapter::new(connected.fs, rt.handle().clone()).with_status(
         status_source(&args, &source, connected.slot, fs.clone()),
         status_readers,
@@ -564,6 +582,11 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
         "mounted"
     );
     readiness.ready();
+    let what = format!("s3://{}/{} on {}", source.bucket, source.prefix, mountpoint.display());
+    crate::notify::ready(&crate::notify::session_line(&what, &slot.status()));
+    if crate::notify::wanted() {
+        rt.spawn(report_session(what, slot));
+    }
     rt.spawn(unmount_on_signal(
         mountpoint.clone(),
         signals.terminate,
@@ -571,6 +594,7 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
     ));
     rt.spawn(reopen_log_on_hangup(signals.hangup));
     let result = session.run();
+    crate::notify::stopping(STOPPING);
     // The kernel has let go. Requests it sent last (a release, say) finish first; then
     // whatever is still pending is uploaded before exiting.
     if !rt.block_on(in_flight.settle(REQUESTS_AT_EXIT)) {

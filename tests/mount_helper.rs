@@ -1,6 +1,7 @@
 //! mount(8) integration: with the binary installed as /sbin/mount.s3role, `mount -t s3role`
 //! and fstab lines mount through a role and return once the mount works; `umount` ends the
-//! daemon; a refusal fails mount(8) with the AWS error and leaves nothing behind.
+//! daemon; a refusal fails mount(8) with the AWS error and leaves nothing behind; systemd's
+//! fstab generator makes units of an `x-systemd.automount` line whose mount command works.
 
 mod common;
 
@@ -106,29 +107,60 @@ fn mount_t_s3role_returns_once_the_mount_works() {
     umount_and_wait(dir.path());
 }
 
-#[test]
-fn an_fstab_line_mounts_the_same_way() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let s = server();
-    s.put("data", "h2/from-fstab.txt", b"fstab".to_vec(), &[]);
+/// An fstab line, in a new directory: `data:/PREFIX` (where `file` holds `body`) on the
+/// directory's `mnt`, with `systemd_options` then the role's options, written to its `fstab`.
+struct FstabLine {
+    dir: tempfile::TempDir,
+    mnt: PathBuf,
+    fstab: PathBuf,
+    options: String,
+}
+
+fn fstab_line(s: &Server, prefix: &str, file: &str, body: &[u8], systemd_options: &str) -> FstabLine {
+    s.put("data", &format!("{prefix}/{file}"), body.to_vec(), &[]);
     let dir = tempfile::tempdir().expect("tempdir");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).expect("mkdir");
     let fstab = dir.path().join("fstab");
-    let line = format!(
-        "data:/h2 {} s3role _netdev,nofail,noauto,x-systemd.automount,{} 0 0\n",
-        mnt.display(),
-        options(s, &s.world.external_id)
-    );
+    let options = format!("{systemd_options},{}", options(s, &s.world.external_id));
+    let line = format!("data:/{prefix} {} s3role {options} 0 0\n", mnt.display());
     std::fs::write(&fstab, line).expect("fstab");
-    let out = run(s, Command::new("mount").arg("-T").arg(&fstab).arg(&mnt));
+    FstabLine {
+        dir,
+        mnt,
+        fstab,
+        options,
+    }
+}
+
+#[test]
+fn an_fstab_line_mounts_the_same_way() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let s = server();
+    let FstabLine {
+        dir: _dir, mnt, fstab, ..
+    } = fstab_line(
+        s,
+        "h2",
+        "from-fstab.txt",
+        b"fstab",
+        "_netdev,nofail,noauto,x-systemd.automount",
+    );
+    let mut mount = Command::new("mount");
+    mount.arg("-T").arg(&fstab).arg(&mnt);
+    mount_read_unmount(s, mount, &mnt, "from-fstab.txt", b"fstab");
+}
+
+/// Runs `mount`, checks that `mnt/file` holds `body` once it returns, and unmounts.
+fn mount_read_unmount(s: &Server, mut mount: Command, mnt: &Path, file: &str, body: &[u8]) {
+    let out = run(s, &mut mount);
     assert!(
         out.status.success(),
-        "mount -T failed: {}",
+        "{mount:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(std::fs::read(mnt.join("from-fstab.txt")).expect("read"), b"fstab");
-    umount_and_wait(&mnt);
+    assert_eq!(std::fs::read(mnt.join(file)).expect("read"), body);
+    umount_and_wait(mnt);
 }
 
 #[test]
@@ -177,4 +209,89 @@ fn fake_mounts_check_and_mount_nothing() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--role-arn"));
+}
+
+/// systemd's fstab generator: what turns fstab lines into .mount and .automount units.
+const FSTAB_GENERATOR: &str = "/usr/lib/systemd/system-generators/systemd-fstab-generator";
+
+/// The one file in `dir` whose name ends with `suffix`, and its text.
+fn the_unit(dir: &Path, suffix: &str) -> (String, String) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .expect("generator output")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    assert_eq!(names.len(), 1, "one {suffix} unit: {names:?}");
+    let text = std::fs::read_to_string(dir.join(&names[0])).expect("unit");
+    (names[0].clone(), text)
+}
+
+/// The value of `key=` in a unit file.
+fn unit_value(unit: &str, key: &str) -> String {
+    let prefix = format!("{key}=");
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {key}= in\n{unit}"))
+        .to_owned()
+}
+
+#[test]
+fn an_x_systemd_automount_line_becomes_units_whose_mount_works() {
+    if !Path::new(FSTAB_GENERATOR).exists() {
+        eprintln!("skipped: no {FSTAB_GENERATOR} here");
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let s = server();
+    let FstabLine {
+        dir,
+        mnt,
+        fstab,
+        options,
+    } = fstab_line(
+        s,
+        "h3",
+        "auto.txt",
+        b"automounted",
+        "_netdev,nofail,noauto,x-systemd.automount,x-systemd.idle-timeout=600",
+    );
+    let units = dir.path().join("units");
+    for d in ["units", "early", "late"] {
+        std::fs::create_dir(dir.path().join(d)).expect("mkdir");
+    }
+    let out = Command::new(FSTAB_GENERATOR)
+        .arg(&units)
+        .arg(dir.path().join("early"))
+        .arg(dir.path().join("late"))
+        .env("SYSTEMD_FSTAB", &fstab)
+        .output()
+        .expect("run the fstab generator");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Mounted on first access, once the network is up.
+    let (automount_name, automount) = the_unit(&units, ".automount");
+    assert_eq!(unit_value(&automount, "Where"), mnt.display().to_string());
+    assert!(
+        units.join("remote-fs.target.wants").join(&automount_name).exists(),
+        "_netdev: wanted by remote-fs.target"
+    );
+    let (_, mount) = the_unit(&units, ".mount");
+    assert_eq!(unit_value(&mount, "Where"), mnt.display().to_string());
+    assert_eq!(unit_value(&mount, "Type"), "s3role");
+
+    // What systemd runs to start the .mount unit: mount(8) with the unit's source, mount
+    // point, type and options, less nofail, noauto and auto, which are systemd's own.
+    let passed: Vec<&str> = options
+        .split(',')
+        .filter(|o| !["nofail", "noauto", "auto"].contains(o))
+        .collect();
+    let given = unit_value(&mount, "Options");
+    assert_eq!(given, options);
+    let mut command = Command::new("mount");
+    command
+        .arg(unit_value(&mount, "What"))
+        .arg(unit_value(&mount, "Where"))
+        .args(["-t", &unit_value(&mount, "Type"), "-o", &passed.join(",")]);
+    mount_read_unmount(s, command, &mnt, "auto.txt", b"automounted");
 }

@@ -48,7 +48,8 @@ CLI (all optional):
   --ignore-moto-version     run even if moto is not 5.2.1 (the patches target 5.2.1 internals)
 
 Control endpoints on the main port (never authenticated):
-  POST /s3role-test/sts   body up|down|drop   down: every STS action -> 503 ServiceUnavailable
+  POST /s3role-test/sts   body up|down|drop   down: every STS action -> 503 ServiceUnavailable,
+                                              with a request id (x-amzn-RequestId, and in the body)
                                               drop: STS connections are closed without a response
   GET  /s3role-test/sts                        current mode (text/plain)
   POST/GET /s3role-test/imds  up|down|drop     same for the IMDS emulator (down -> 503)
@@ -150,14 +151,15 @@ AWSQUERY_NS = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/",
 
 
 def awsquery_error_body(code: str, message: str, fault: str = "Sender",
-                        service: str = "sts") -> bytes:
+                        service: str = "sts", request_id: str | None = None) -> bytes:
     """The shape real STS/IAM use and the AWS Rust SDK parses (P5)."""
+    request_id = request_id or str(uuid.uuid4())
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f'<ErrorResponse xmlns="{AWSQUERY_NS.get(service, AWSQUERY_NS["sts"])}">'
         f"<Error><Type>{xml_escape(fault)}</Type><Code>{xml_escape(code)}</Code>"
         f"<Message>{xml_escape(message)}</Message></Error>"
-        f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+        f"<RequestId>{xml_escape(request_id)}</RequestId></ErrorResponse>"
     ).encode()
 
 
@@ -843,10 +845,15 @@ class FrontApp:
             mode = STATE.sts_mode
             if mode == "down":
                 _read_body(environ)
+                # STS names the request in a header too; the SDK reads it from there.
+                request_id = str(uuid.uuid4())
                 body = awsquery_error_body("ServiceUnavailable",
                                            "Service is unavailable (s3role-test sts=down)",
-                                           fault="Receiver")
-                return _simple(start_response, "503 Service Unavailable", body, "text/xml")
+                                           fault="Receiver", request_id=request_id)
+                start_response("503 Service Unavailable",
+                               [("Content-Type", "text/xml"), ("Content-Length", str(len(body))),
+                                ("x-amzn-RequestId", request_id)])
+                return [body]
             if mode == "drop":
                 _read_body(environ)
                 drop_connection(environ)

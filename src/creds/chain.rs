@@ -80,6 +80,7 @@ where
         code,
         message,
         hint,
+        request_id: aws_types::request_id::RequestId::request_id(&err).map(str::to_owned),
     }
 }
 
@@ -89,6 +90,7 @@ fn from_sts(c: Option<&aws_sdk_sts::types::Credentials>, step: &str) -> Result<C
         code: None,
         message: "STS answered without credentials".into(),
         hint: None,
+        request_id: None,
     })?;
     Ok(Credentials::new(
         c.access_key_id(),
@@ -108,6 +110,7 @@ async fn read_file(path: &std::path::Path, step: &str) -> Result<String, CredsEr
             code: None,
             message: format!("cannot read {}: {e}", path.display()),
             hint: None,
+            request_id: None,
         })
 }
 
@@ -188,6 +191,7 @@ impl Chain {
                     code: None,
                     hint: Some(source_failure_hint(&message)),
                     message,
+                    request_id: None,
                 })
             }
             Err(_) => Err(CredsError {
@@ -195,6 +199,7 @@ impl Chain {
                 code: None,
                 message: format!("no answer within {} s", SOURCE_TIMEOUT.as_secs()),
                 hint: Some(source_failure_hint("")),
+                request_id: None,
             }),
         }
     }
@@ -289,6 +294,7 @@ impl Chain {
             code: None,
             message: "the chain produced no credentials".into(),
             hint: None,
+            request_id: None,
         })
     }
 }

@@ -12,6 +12,8 @@ pub struct CredsError {
     pub message: String,
     /// The most likely cause, for the common codes.
     pub hint: Option<&'static str>,
+    /// The id STS gave the failed request, when it answered, to quote to AWS support.
+    pub request_id: Option<String>,
 }
 
 impl CredsError {

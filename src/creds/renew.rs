@@ -70,6 +70,8 @@ pub struct SessionStatus {
 pub struct CredentialSlot {
     current: RwLock<Option<Credentials>>,
     status: Mutex<SessionStatus>,
+    /// Bumped after each renewal and each failed attempt, for whoever reports the session.
+    changed: tokio::sync::watch::Sender<()>,
 }
 
 impl CredentialSlot {
@@ -88,11 +90,20 @@ impl CredentialSlot {
         s.expiry = expiry;
         s.last_renewal = Some(SystemTime::now());
         s.last_error = None;
+        drop(s);
+        self.changed.send_replace(());
     }
 
     fn failed(&self, e: &CredsError) {
         crate::mount_metrics::renewal_failed(e.code.as_deref());
         self.status.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(e.to_string());
+        self.changed.send_replace(());
+    }
+
+    /// Wakes after each renewal and each failed attempt from now on, so that the session's
+    /// state can be reported as it changes (to systemd, say) without polling.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
     }
 
     /// Why the credentials cannot be used right now, if they cannot.
@@ -220,6 +231,10 @@ trait Refresh: Send + Sync + 'static {
     fn refresh_margin(&self) -> Option<Duration>;
     /// Logs a new session.
     fn renewed(&self, creds: &Credentials);
+    /// The role whose session this renews, for logs.
+    fn role_arn(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Refresh for Chain {
@@ -234,6 +249,10 @@ impl Refresh for Chain {
     fn renewed(&self, creds: &Credentials) {
         log_session(self, creds, true);
     }
+
+    fn role_arn(&self) -> Option<String> {
+        self.config().roles.last().map(|r| r.arn.clone())
+    }
 }
 
 /// One walk of the chain, given up after [`RENEWAL_TIMEOUT`].
@@ -246,6 +265,7 @@ async fn attempt(source: &impl Refresh) -> Result<Credentials, CredsError> {
                 code: None,
                 message: format!("no answer within {} s", RENEWAL_TIMEOUT.as_secs()),
                 hint: None,
+                request_id: None,
             })
         })
 }
@@ -306,6 +326,7 @@ async fn renew_loop(source: &impl Refresh, slot: &CredentialSlot, clock: &dyn Wa
             {
                 expired_logged = true;
                 tracing::error!(
+                    role_arn = source.role_arn(),
                     "{}; S3 requests fail with EACCES until STS answers",
                     expired(&slot.status(), exp)
                 );
@@ -328,23 +349,38 @@ async fn renew_loop(source: &impl Refresh, slot: &CredentialSlot, clock: &dyn Wa
             Err(e) => {
                 failures += 1;
                 slot.failed(&e);
+                let role_arn = source.role_arn();
+                // Fields the journal can be searched by (ROLE_ARN=, AWS_ERROR_CODE=, ...).
+                macro_rules! log {
+                    ($level:ident, $($message:tt)+) => {
+                        tracing::$level!(
+                            attempt = failures,
+                            role_arn = role_arn.as_deref(),
+                            step = %e.step,
+                            aws_error_code = e.code.as_deref(),
+                            request_id = e.request_id.as_deref(),
+                            $($message)+
+                        )
+                    };
+                }
                 match session.expiry.map(|x| x.duration_since(clock.now()).ok()) {
-                    None => tracing::warn!(
-                        attempt = failures,
+                    None => log!(
+                        warn,
                         "refreshing the source credentials failed; the current ones do not expire: {e}"
                     ),
-                    Some(Some(left)) => tracing::warn!(
-                        attempt = failures,
+                    Some(Some(left)) => log!(
+                        warn,
                         "renewing the role session failed, current session still valid for {} s: {e}",
                         left.as_secs()
                     ),
                     Some(None) if !expired_logged => {
                         expired_logged = true;
-                        tracing::error!(
+                        log!(
+                            error,
                             "the role session has expired and renewal keeps failing; S3 requests fail with EACCES until STS answers: {e}"
                         );
                     }
-                    Some(None) => tracing::warn!(attempt = failures, "renewing the expired role session failed: {e}"),
+                    Some(None) => log!(warn, "renewing the expired role session failed: {e}"),
                 }
             }
         }
@@ -412,6 +448,7 @@ mod tests {
             code: Some("ServiceUnavailable".into()),
             message: "down".into(),
             hint: None,
+            request_id: None,
         });
         let why = slot.problem().unwrap();
         assert!(why.contains("expired") && why.contains("ServiceUnavailable"), "{why}");
@@ -510,6 +547,7 @@ mod tests {
                         code: Some("ServiceUnavailable".into()),
                         message: "down".into(),
                         hint: None,
+                        request_id: None,
                     }),
                 }
             }

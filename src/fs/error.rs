@@ -76,19 +76,32 @@ impl FsError {
 }
 
 impl From<StoreError> for FsError {
+    /// Logs what the caller will see as an errno, with the key, the AWS error code and the
+    /// request id as fields (journal fields under systemd: KEY=, AWS_ERROR_CODE=, ...).
     fn from(e: StoreError) -> Self {
+        macro_rules! log {
+            ($level:ident) => {
+                tracing::$level!(
+                    op = e.op(),
+                    key = e.key(),
+                    aws_error_code = e.code(),
+                    request_id = e.request_id(),
+                    "{e}"
+                )
+            };
+        }
         match e {
             StoreError::NotFound { .. } => FsError::NotFound,
             StoreError::AccessDenied { .. } => {
-                tracing::warn!("{e}");
+                log!(warn);
                 FsError::AccessDenied(e.to_string())
             }
             StoreError::PreconditionFailed { .. } => {
-                tracing::warn!("{e}");
+                log!(warn);
                 FsError::Stale(e.to_string())
             }
             StoreError::Other { .. } => {
-                tracing::error!("{e}");
+                log!(error);
                 FsError::Io(e.to_string())
             }
         }
@@ -106,6 +119,7 @@ mod tests {
             key: "k".into(),
             code: "AccessDenied".into(),
             message: "m".into(),
+            request_id: None,
         };
         assert_eq!(FsError::from(denied).errno(), libc::EACCES);
         let missing = StoreError::NotFound {
@@ -119,6 +133,7 @@ mod tests {
             key: "k".into(),
             code: Some("SlowDown".into()),
             message: "m".into(),
+            request_id: None,
         };
         assert_eq!(FsError::from(other).errno(), libc::EIO);
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);

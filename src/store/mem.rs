@@ -251,6 +251,7 @@ impl Faults {
                 key: key.to_owned(),
                 code: Some("SlowDown".into()),
                 message: "HTTP 503: injected failure".into(),
+                request_id: None,
             });
         }
         Ok(())
@@ -266,6 +267,7 @@ fn refuse_under(prefixes: &Mutex<BTreeSet<String>>, op: &'static str, key: &str)
             key: key.to_owned(),
             code: "AccessDenied".into(),
             message: "Access Denied".into(),
+            request_id: None,
         });
     }
     Ok(())
@@ -397,6 +399,7 @@ impl ObjectStore for MemStore {
                 key: key.to_owned(),
                 code: Some("InternalError".into()),
                 message: "injected failure".into(),
+                request_id: None,
             });
         }
         let mut uploads = self.uploads();
@@ -467,6 +470,7 @@ impl ObjectStore for MemStore {
                 key: key.to_owned(),
                 code: Some("InvalidPart".into()),
                 message: format!("part {} was never uploaded", p.number),
+                request_id: None,
             })?;
             if i + 1 < parts.len() && data.len() < 5 << 20 {
                 return Err(StoreError::Other {
@@ -474,6 +478,7 @@ impl ObjectStore for MemStore {
                     key: key.to_owned(),
                     code: Some("EntityTooSmall".into()),
                     message: format!("part {} is smaller than 5 MiB", p.number),
+                    request_id: None,
                 });
             }
             body.extend_from_slice(data);

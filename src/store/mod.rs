@@ -94,6 +94,7 @@ impl RangeBody {
                     key: key.clone(),
                     code: None,
                     message: format!("reading the body failed: {e}"),
+                    request_id: None,
                 })?;
                 if let Some(c) = &chunk {
                     crate::mount_metrics::s3_bytes_read(c.len());

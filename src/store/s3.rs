@@ -359,6 +359,7 @@ impl S3Store {
             .map(str::to_owned)
             .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
         classify(op, key, status, code, message, self.credentials_problem.as_ref())
+            .with_request_id(aws_types::request_id::RequestId::request_id(&err))
     }
 }
 
@@ -399,6 +400,7 @@ fn classify(
             key,
             code: code.unwrap_or_else(|| format!("HTTP {}", status.unwrap_or(403))),
             message,
+            request_id: None,
         },
         (Some("PreconditionFailed"), _) | (_, Some(412)) => StoreError::PreconditionFailed { op, key },
         _ => {
@@ -414,13 +416,20 @@ fn classify(
                     key,
                     code: "NoValidCredentials".into(),
                     message: why,
+                    request_id: None,
                 };
             }
             let message = match status {
                 Some(s) => format!("HTTP {s}: {message}"),
                 None => message,
             };
-            StoreError::Other { op, key, code, message }
+            StoreError::Other {
+                op,
+                key,
+                code,
+                message,
+                request_id: None,
+            }
         }
     }
 }
@@ -563,6 +572,7 @@ impl ObjectStore for S3Store {
             key: key.to_owned(),
             code: None,
             message: "no upload id in the answer".into(),
+            request_id: None,
         })
     }
 

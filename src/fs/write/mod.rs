@@ -725,5 +725,6 @@ fn part_error(key: &str, message: String) -> StoreError {
         key: key.to_owned(),
         code: None,
         message: format!("staging file: {message}"),
+        request_id: None,
     }
 }
