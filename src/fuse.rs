@@ -511,10 +511,13 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // Nobody waits for a release (close(2) returned at the flush before it): the kernel
+        // is answered at once, so an unmount right after a close never leaves an answer owed
+        // to a connection that is gone. The work goes on, counted in flight until done.
+        reply.ok();
         let fs = self.fs.clone();
         self.spawn(async move {
             fs.release(fh.0).await;
-            reply.ok();
         });
     }
 
