@@ -72,7 +72,8 @@ pub struct MountArgs {
     /// which names the role chain and session; by default only the mounting user and root can.
     #[arg(long)]
     pub public_status: bool,
-    /// Serve Prometheus metrics at http://HOST:PORT/metrics: S3 requests by operation and
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (HOST an IP address, e.g.
+    /// 127.0.0.1:9464 or [::1]:9464): S3 requests by operation and
     /// outcome, their latency, bytes moved, caches, uploads, and the role session's expiry
     /// and renewals. Off by default. Series carry operations and outcomes only, never keys,
     /// user names or secrets; every series is labelled mount="...". Anyone who can reach the
@@ -671,6 +672,32 @@ mod tests {
         T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
             .unwrap()
             .a
+    }
+
+    #[test]
+    fn fstab_metrics_options_reach_the_mount() {
+        let argv = crate::mount_opts::expand_args(
+            [
+                "s3role",
+                "mount",
+                "b",
+                "/m",
+                "-o",
+                "metrics_addr=127.0.0.1:9464,metrics_label=raw",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        let Command::Mount(m) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not a mount")
+        };
+        assert_eq!(m.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(m.metrics_label.as_deref(), Some("raw"));
+        assert!(Cli::try_parse_from(["s3role", "mount", "b", "/m", "--metrics-addr", "localhost"]).is_err());
+        assert!(
+            Cli::try_parse_from(["s3role", "mount", "b", "/m", "--metrics-label", "x"]).is_err(),
+            "a label without an address"
+        );
     }
 
     #[test]
