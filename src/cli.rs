@@ -34,8 +34,8 @@ pub enum Command {
     /// fetched again); uploads_in_flight, uploads_retrying, upload_failures (last closes
     /// that could not upload, since the mount started), oldest_upload_failure,
     /// recovered_files, staged_bytes and upload_buffer_bytes for writes; then open_files,
-    /// inodes, cached_attributes, cached_listings and heap_in_use. Only the user who mounted and root may read them, unless the
-    /// mount was made with --public-status.
+    /// inodes, cached_attributes, cached_listings and heap_in_use. Only the user who mounted
+    /// and root may read them, unless the mount was made with --public-status.
     Status {
         /// The mount point.
         mountpoint: PathBuf,

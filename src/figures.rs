@@ -83,7 +83,7 @@ impl Figures {
             inodes: fs.inode_count(),
             cached_attributes,
             cached_listings,
-            heap_in_use: heap_in_use(),
+            heap_in_use: crate::heap::in_use(),
         }
     }
 
@@ -133,21 +133,5 @@ impl Figures {
                 self.heap_in_use.map_or_else(|| "-".into(), |b| b.to_string()),
             ),
         ]
-    }
-}
-
-/// Bytes the allocator has handed out and not had back: unlike the resident size, it does
-/// not include freed memory the allocator keeps, so a leak shows here and fragmentation
-/// does not.
-fn heap_in_use() -> Option<u64> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallinfo2 only reads the allocator's own statistics.
-        let info = unsafe { libc::mallinfo2() };
-        Some((info.uordblks + info.hblkhd) as u64)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        None
     }
 }

@@ -9,6 +9,7 @@ pub mod docs;
 pub mod figures;
 pub mod fs;
 pub mod fuse;
+pub mod heap;
 pub mod helper;
 pub mod logging;
 pub mod mount;

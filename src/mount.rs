@@ -545,10 +545,13 @@ pub fn run_with_argv(mut args: MountArgs, argv: &[String]) -> ExitCode {
         }
     };
     let fs = connected.fs.clone();
-    if args.metrics_addr.is_some() {
-        let (fs, slot) = (fs.clone(), connected.slot.clone());
+    {
         let _runtime = rt.enter();
-        crate::mount_metrics::spawn_sampler(Arc::new(move || Figures::read(&fs, &slot)));
+        crate::heap::spawn_trimmer();
+        if args.metrics_addr.is_some() {
+            let (fs, slot) = (fs.clone(), connected.slot.clone());
+            crate::mount_metrics::spawn_sampler(Arc::new(move || Figures::read(&fs, &slot)));
+        }
     }
     let status_readers = if args.public_status {
         StatusReaders::Everyone
