@@ -4,6 +4,7 @@
 
 use crate::fuse::STATUS_XATTR_PREFIX;
 use std::ffi::CString;
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -68,8 +69,17 @@ pub fn run(dir: &Path) -> ExitCode {
     match read(dir) {
         Ok(pairs) => {
             let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            let mut out = std::io::stdout().lock();
             for (k, v) in pairs {
-                println!("{k:width$}  {v}");
+                match writeln!(out, "{k:width$}  {v}") {
+                    Ok(()) => {}
+                    // `s3role status DIR | grep -q ...`: the reader has what it wanted.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("s3role: writing the status: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
             }
             ExitCode::SUCCESS
         }

@@ -49,6 +49,23 @@ fn status_shows_the_session_and_its_expiry_moves_forward() {
         .output()
         .expect("status of a plain directory");
     assert!(!out.status.success());
+    // `s3role status DIR | grep -q expiry`: the reader goes away after the first lines.
+    let mut piped = s3role()
+        .arg("status")
+        .arg(&m.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("status runs");
+    drop(piped.stdout.take());
+    let out = piped.wait_with_output().expect("status ends");
+    assert!(
+        out.status.success(),
+        "status into a closed pipe: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     m.unmount();
 }
 
