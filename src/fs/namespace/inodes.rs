@@ -44,6 +44,17 @@ pub struct Inode {
     pub stat: Option<Stat>,
     /// The object S3 holds for it, as far as this mount knows.
     pub version: Option<Arc<ObjectVersion>>,
+    /// What only inodes that were opened or changed here need.
+    extra: Option<Box<InodeExtra>>,
+    /// When a listing last showed it (inodes nobody looked up expire after the TTL).
+    listed: Option<Instant>,
+}
+
+/// The facts of an inode that only files opened, and files and directories changed, through
+/// this mount have: kept apart so that the many inodes a listing of a large directory makes
+/// cost less each.
+#[derive(Debug, Default)]
+pub struct InodeExtra {
     /// The version the last open saw, to let the kernel keep its page cache when unchanged.
     pub opened_version: Option<u64>,
     /// Times changed here and not stored in S3: a directory's mtime and ctime when entries
@@ -54,8 +65,6 @@ pub struct Inode {
     /// An unlinked file whose object is still in S3 because handles were open on it: the
     /// key it stays at until the last of them closes, then it is deleted.
     pub orphan_key: Option<String>,
-    /// When a listing last showed it (inodes nobody looked up expire after the TTL).
-    listed: Option<Instant>,
 }
 
 impl Inode {
@@ -70,20 +79,33 @@ impl Inode {
             linked: true,
             stat: None,
             version: None,
-            opened_version: None,
-            local_mtime: None,
-            local_ctime: None,
-            orphan_key: None,
+            extra: None,
             listed: None,
         }
     }
 
+    /// What was opened or changed here, if anything was.
+    pub fn extra(&self) -> Option<&InodeExtra> {
+        self.extra.as_deref()
+    }
+
+    /// The same, made on first use.
+    pub fn extra_mut(&mut self) -> &mut InodeExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// The key an unlinked file's object stays at while handles are open on it.
+    pub fn orphan_key(&self) -> Option<&str> {
+        self.extra()?.orphan_key.as_deref()
+    }
+
     /// Applies the times changed locally to attributes read from S3.
     pub fn overlay(&self, attr: &mut Attr) {
-        if let Some(t) = self.local_mtime {
+        let Some(extra) = self.extra() else { return };
+        if let Some(t) = extra.local_mtime {
             attr.mtime = attr.mtime.max(t);
         }
-        if let Some(t) = self.local_ctime {
+        if let Some(t) = extra.local_ctime {
             attr.ctime = attr.ctime.max(t);
         }
     }
@@ -295,7 +317,10 @@ impl InodeTable {
     pub fn let_go(&mut self, ino: u64) -> Option<String> {
         let node = self.nodes.get_mut(&ino)?;
         node.opens = node.opens.saturating_sub(1);
-        let orphan = if node.opens == 0 { node.orphan_key.take() } else { None };
+        let orphan = match node.extra.as_mut() {
+            Some(extra) if node.opens == 0 => extra.orphan_key.take(),
+            _ => None,
+        };
         self.drop_if_unused(ino);
         orphan
     }
@@ -442,7 +467,7 @@ mod tests {
         t.hold(a);
         t.unlink(ROOT_INO, "a");
         if let Some(n) = t.get_mut(a) {
-            n.orphan_key = Some("a".into());
+            n.extra_mut().orphan_key = Some("a".into());
         }
         assert_eq!(t.let_go(a), None);
         assert_eq!(t.let_go(a).as_deref(), Some("a"));

@@ -182,8 +182,8 @@ impl<S: ObjectStore> Namespace<S> {
     pub fn key_of(&self, ino: u64) -> Result<String, FsError> {
         let t = self.table();
         let node = t.get(ino).ok_or(FsError::BadHandle)?;
-        if let Some(orphan) = &node.orphan_key {
-            return Ok(orphan.clone());
+        if let Some(orphan) = node.orphan_key() {
+            return Ok(orphan.to_owned());
         }
         let path = t.path(ino).ok_or(FsError::NotFound)?;
         Ok(if node.kind == Kind::Dir {
@@ -881,8 +881,10 @@ impl<S: ObjectStore> Namespace<S> {
         };
         let version = node.version.clone();
         let id = version.as_ref().map(|v| v.id);
-        let keep = id.is_some() && node.opened_version == id;
-        node.opened_version = id;
+        let keep = id.is_some() && node.extra().and_then(|e| e.opened_version) == id;
+        if id.is_some() || node.extra().is_some() {
+            node.extra_mut().opened_version = id;
+        }
         (version, keep)
     }
 
@@ -959,7 +961,7 @@ impl<S: ObjectStore> Namespace<S> {
     pub fn orphan(&self, ino: u64, key: String) {
         lock(&self.hidden).insert(key.clone());
         if let Some(node) = self.table().get_mut(ino) {
-            node.orphan_key = Some(key);
+            node.extra_mut().orphan_key = Some(key);
         }
     }
 
@@ -986,9 +988,10 @@ impl<S: ObjectStore> Namespace<S> {
     pub fn touch(&self, ino: u64, mtime_too: bool) {
         let now = SystemTime::now();
         if let Some(node) = self.table().get_mut(ino) {
-            node.local_ctime = Some(now);
+            let extra = node.extra_mut();
+            extra.local_ctime = Some(now);
             if mtime_too {
-                node.local_mtime = Some(now);
+                extra.local_mtime = Some(now);
             }
             if let Some(stat) = node.stat.as_mut() {
                 stat.attr.ctime = now;
