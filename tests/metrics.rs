@@ -345,20 +345,19 @@ fn promtool(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn the_packaged_alert_rules_are_valid_and_fire_when_they_should() {
-    let check = promtool(&["check", "rules", "s3role-alerts.yml"]);
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    // The cases of s3role-alerts.test.yml: which alerts fire, and when, on series shaped
-    // like a mount's.
-    let test = promtool(&["test", "rules", "s3role-alerts.test.yml"]);
-    assert!(
-        test.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&test.stdout),
-        String::from_utf8_lossy(&test.stderr)
-    );
+    // promtool's check of the rules, then the cases of s3role-alerts.test.yml: which alerts
+    // fire, and when, on series shaped like a mount's.
+    for args in [
+        ["check", "rules", "s3role-alerts.yml"],
+        ["test", "rules", "s3role-alerts.test.yml"],
+    ] {
+        let out = promtool(&args);
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

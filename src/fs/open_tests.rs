@@ -464,11 +464,7 @@ async fn a_file_kept_in_memory_changes_course_without_losing_a_byte() {
     // Parts went up (5 MiB each here); then the writer reads back the start, patches a
     // header, and appends again.
     let (f, fh) = fs.create(ROOT_INO, "f", 0o644, 0, 0).await.unwrap();
-    for (i, chunk) in want.chunks(1 << 20).enumerate() {
-        fs.write(fh, (i as u64) << 20, Bytes::copy_from_slice(chunk))
-            .await
-            .unwrap();
-    }
+    write_front_to_back(&fs, fh, &want).await;
     assert_eq!(store.open_uploads(), 1, "parts are on their way");
     assert_eq!(
         fs.read(fh, 100, 50).await.unwrap(),
@@ -578,11 +574,7 @@ async fn a_file_unlinked_after_its_parts_went_up_reads_back_whole_until_closed()
     let fs = fs_rw(store.clone());
     let data = pattern(12 << 20, 24);
     let (_, fh) = fs.create(ROOT_INO, "scratch", 0o644, 0, 0).await.unwrap();
-    for (i, chunk) in data.chunks(1 << 20).enumerate() {
-        fs.write(fh, (i as u64) << 20, Bytes::copy_from_slice(chunk))
-            .await
-            .unwrap();
-    }
+    write_front_to_back(&fs, fh, &data).await;
     assert_eq!(store.open_uploads(), 1, "parts went up from memory");
     fs.unlink(ROOT_INO, "scratch").await.unwrap();
     assert_eq!(find(&fs, "scratch").await.unwrap_err().errno(), libc::ENOENT);
@@ -592,4 +584,13 @@ async fn a_file_unlinked_after_its_parts_went_up_reads_back_whole_until_closed()
     close(&fs, fh).await.unwrap();
     assert!(store.keys().is_empty(), "nothing left in S3 after the last close");
     assert_eq!(store.open_uploads(), 0, "no upload left open");
+}
+
+/// Writes `data` from offset 0 in 1 MiB writes, as the kernel passes a program's writes on.
+async fn write_front_to_back(fs: &Arc<Fs<MemStore>>, fh: u64, data: &[u8]) {
+    for (i, chunk) in data.chunks(1 << 20).enumerate() {
+        fs.write(fh, (i as u64) << 20, Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
 }

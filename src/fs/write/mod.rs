@@ -457,8 +457,7 @@ impl<S: ObjectStore> Writes<S> {
             if dirty.streamed_only > 0 && !dirty.discarded {
                 self.settle_for_change(ino, &staged, &mut dirty).await?;
             }
-            dirty.discarded = true;
-            self.abandon_stream(&mut dirty);
+            self.never_upload(&mut dirty);
         }
         Ok(())
     }
@@ -466,10 +465,14 @@ impl<S: ObjectStore> Writes<S> {
     /// `ino` was replaced (or its change refused): what is staged is never uploaded.
     pub async fn discard(&self, ino: u64) {
         if let Some(staged) = self.staged(ino) {
-            let mut dirty = staged.state.lock().await;
-            dirty.discarded = true;
-            self.abandon_stream(&mut dirty);
+            self.never_upload(&mut *staged.state.lock().await);
         }
+    }
+
+    /// Marks a staging state as never to be uploaded, and ends its upload under way.
+    fn never_upload(&self, dirty: &mut Dirty) {
+        dirty.discarded = true;
+        self.abandon_stream(dirty);
     }
 
     /// Attributes of `ino` changed while it is being written: they go up with it. With
