@@ -594,3 +594,28 @@ async fn write_front_to_back(fs: &Arc<Fs<MemStore>>, fh: u64, data: &[u8]) {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn an_unlink_that_cannot_complete_the_upload_fails_and_loses_nothing() {
+    // S3 refuses the completion the unlink needs: the unlink fails, the name stays, every
+    // byte still reads back through the open handle, and a later unlink (S3 back) goes on.
+    let store = Arc::new(MemStore::new());
+    let fs = fs_rw(store.clone());
+    let data = pattern(12 << 20, 25);
+    let (_, fh) = fs.create(ROOT_INO, "scratch", 0o644, 0, 0).await.unwrap();
+    write_front_to_back(&fs, fh, &data).await;
+    store.fail_writes(true);
+    let refused = fs.unlink(ROOT_INO, "scratch").await;
+    assert_eq!(refused.map_err(|e| e.errno()), Err(libc::EIO));
+    store.fail_writes(false);
+    assert!(find(&fs, "scratch").await.is_ok(), "the name stays");
+    assert!(read_from(&fs, fh, 0, 16 << 20).await.unwrap() == data, "nothing lost");
+    fs.unlink(ROOT_INO, "scratch").await.unwrap();
+    assert!(
+        read_from(&fs, fh, 0, 16 << 20).await.unwrap() == data,
+        "read back after the unlink"
+    );
+    close(&fs, fh).await.unwrap();
+    assert!(store.keys().is_empty(), "nothing left in S3");
+    assert_eq!(store.open_uploads(), 0, "no upload left open");
+}
