@@ -31,7 +31,8 @@ pub enum Command {
     /// cache_hit_rate for the memory block cache; disk_cache_bytes, disk_cache_hits,
     /// disk_cache_misses and disk_cache_damaged for the disk cache of --cache-dir ("-"
     /// without one; damaged counts cache files found cut short or corrupt, deleted and
-    /// fetched again); uploads_in_flight, uploads_retrying, upload_failures (last closes
+    /// fetched again); copy_bytes, copy_fetched_bytes and copy_reads for whole local copies
+    /// of files read at random (--fill-limit); uploads_in_flight, uploads_retrying, upload_failures (last closes
     /// that could not upload, since the mount started), oldest_upload_failure,
     /// recovered_files, staged_bytes and upload_buffer_bytes for writes; then open_files,
     /// inodes, cached_attributes, cached_listings and heap_in_use. Only the user who mounted
@@ -335,6 +336,13 @@ pub struct FileArgs {
     /// Most bytes staged at once; writes beyond get ENOSPC.
     #[arg(long, value_name = "BYTES", default_value = "10G", value_parser = parse_size)]
     pub staging_limit: u64,
+    /// A file read at random all over (many small reads in different places) is fetched
+    /// whole in the background into an unnamed file in the staging directory, so the rest of
+    /// its reads cost no request; the copy goes when the file's last reader closes it. This
+    /// bounds all such copies together; a larger object is never copied, nor one the disk
+    /// has less than twice its size free for. 0 turns copies off.
+    #[arg(long, value_name = "BYTES", default_value = "4G", value_parser = parse_size)]
+    pub fill_limit: u64,
     /// Seconds a file whose last close could not upload it is retried in the background
     /// before its bytes go to the recovery directory.
     #[arg(long, value_name = "SECONDS", default_value_t = 900)]

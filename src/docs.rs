@@ -63,6 +63,7 @@ s3role_session_expiry_timestamp_seconds, s3role_session_expires_in_seconds
 s3role_session_renewals_total, s3role_session_renewal_failures_total{code}
 s3role_session_renewal_failing, s3role_session_last_renewal_timestamp_seconds
 s3role_cache_{hits,misses}_total, s3role_cache_bytes, s3role_disk_cache_*
+s3role_copy_bytes, s3role_copy_fetched_bytes_total, s3role_copy_reads_total
 s3role_uploads_pending, s3role_uploads_retrying, s3role_upload_failures_total,
 s3role_uploads_recovered_total, s3role_staged_bytes, s3role_open_files, s3role_inodes
 .fi

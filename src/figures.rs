@@ -33,6 +33,12 @@ pub struct Figures {
     pub cache_misses: u64,
     /// The disk cache, if there is one.
     pub disk_cache: Option<DiskCacheFigures>,
+    /// Bytes on disk in whole copies of files read at random (`--fill-limit`).
+    pub copy_bytes: u64,
+    /// Bytes fetched into those copies.
+    pub copy_fetched_bytes: u64,
+    /// Reads served from them.
+    pub copy_reads: u64,
     /// Files with changes not yet uploaded, and files open for writing.
     pub uploads_in_flight: usize,
     /// Failed uploads retried in the background, and files recovered.
@@ -61,7 +67,11 @@ impl Figures {
         let (cache_hits, cache_misses) = fs.cache_hits_misses();
         let (cached_attributes, cached_listings) = fs.metadata_cache_sizes();
         let pending = fs.pending_status();
+        let (copy_bytes, copy_fetched_bytes, copy_reads) = fs.copy_figures();
         Figures {
+            copy_bytes,
+            copy_fetched_bytes,
+            copy_reads,
             session: slot.status(),
             cache_bytes: fs.cached_bytes(),
             cache_hits,
@@ -117,6 +127,9 @@ impl Figures {
             ("disk_cache_hits".into(), disk(|d| d.hits)),
             ("disk_cache_misses".into(), disk(|d| d.misses)),
             ("disk_cache_damaged".into(), disk(|d| d.damaged)),
+            ("copy_bytes".into(), self.copy_bytes.to_string()),
+            ("copy_fetched_bytes".into(), self.copy_fetched_bytes.to_string()),
+            ("copy_reads".into(), self.copy_reads.to_string()),
             ("uploads_in_flight".into(), self.uploads_in_flight.to_string()),
             ("uploads_retrying".into(), self.pending.files.to_string()),
             ("upload_failures".into(), self.upload_failures.to_string()),

@@ -237,6 +237,7 @@ async fn connect(args: &MountArgs, source: &Source, mountpoint: &std::path::Path
         posix_metadata: !args.files.no_posix_metadata,
         staging_dir,
         staging_limit: args.files.staging_limit,
+        fill_limit: args.files.fill_limit,
         metadata_ttl: Duration::from_secs(args.files.metadata_ttl),
         cache_bytes: args.files.cache_size.max(8 << 20),
         disk_cache,

@@ -208,6 +208,17 @@ fn describe() {
     );
     describe_gauge!("s3role_disk_cache_bytes", Unit::Bytes, "Bytes held by the disk cache");
     describe_gauge!(
+        "s3role_copy_bytes",
+        Unit::Bytes,
+        "Bytes on disk in whole copies of files read at random"
+    );
+    describe_counter!(
+        "s3role_copy_fetched_bytes_total",
+        Unit::Bytes,
+        "Bytes fetched into whole copies of files read at random"
+    );
+    describe_counter!("s3role_copy_reads_total", "Reads served from whole copies");
+    describe_gauge!(
         "s3role_uploads_pending",
         "Files with changes not yet uploaded, or open for writing"
     );
@@ -275,6 +286,9 @@ fn publish(f: &Figures) {
         counter!("s3role_disk_cache_damaged_total").absolute(d.damaged);
         gauge!("s3role_disk_cache_bytes").set(d.bytes as f64);
     }
+    gauge!("s3role_copy_bytes").set(f.copy_bytes as f64);
+    counter!("s3role_copy_fetched_bytes_total").absolute(f.copy_fetched_bytes);
+    counter!("s3role_copy_reads_total").absolute(f.copy_reads);
     gauge!("s3role_uploads_pending").set(f.uploads_in_flight as f64);
     gauge!("s3role_uploads_retrying").set(f.pending.files as f64);
     counter!("s3role_upload_failures_total").absolute(f.upload_failures);

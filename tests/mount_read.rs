@@ -276,6 +276,62 @@ fn a_random_4_kib_read_costs_one_get_of_at_most_64_kib() {
     m.unmount();
 }
 
+/// Polls the mount's status until `name` satisfies `ok`, for up to 60 s.
+fn wait_for_status(m: &Mount, name: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let mut last = 0;
+    for _ in 0..600 {
+        last = m.status(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if ok(last) {
+            return last;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{name} stayed at {last}\n{}", m.log());
+}
+
+#[test]
+fn a_file_read_at_random_all_over_is_fetched_whole_once_then_read_locally() {
+    let s = server();
+    let size = 24usize << 20;
+    let data = pattern(size, 29);
+    s.put("data", "scattered/db.bin", data.clone(), &[]);
+    let staging = tempfile::tempdir().expect("staging dir");
+    let mut args = s.reader_args();
+    args.push("--staging-dir".into());
+    args.push(staging.path().display().to_string());
+    let m = Mount::start(s, "alice", "data:/scattered", &args).expect("mount");
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(m.join("db.bin")).expect("open");
+    // Distinct 4 KiB pieces all over the file, so none is in the kernel's page cache yet.
+    let mut pieces = (0..(size / 4096) as u64).map(|i| i * 7919 % (size as u64 / 4096) * 4096);
+    let mut read_some = |n: usize| {
+        for at in pieces.by_ref().take(n) {
+            let mut buf = vec![0u8; 4096];
+            f.read_exact_at(&mut buf, at).expect("pread");
+            assert!(buf[..] == data[at as usize..at as usize + 4096], "bytes at {at}");
+        }
+    };
+    read_some(64);
+    wait_for_status(&m, "copy_fetched_bytes", |b| b >= size as u64);
+    assert_eq!(m.status("copy_bytes").as_deref(), Some(size.to_string().as_str()));
+    let gets = s.gets_of("data", "scattered/db.bin");
+    read_some(300);
+    assert_eq!(
+        s.gets_of("data", "scattered/db.bin").len(),
+        gets.len(),
+        "no GET once the local copy is whole"
+    );
+    assert!(wait_for_status(&m, "copy_reads", |r| r >= 300) >= 300);
+    let names: Vec<_> = std::fs::read_dir(staging.path()).expect("staging").collect();
+    assert!(
+        names.is_empty(),
+        "the copy has no name another user could open: {names:?}"
+    );
+    drop(f);
+    wait_for_status(&m, "copy_bytes", |b| b == 0);
+    m.unmount();
+}
+
 fn inodes(dir: &std::path::Path) -> usize {
     common::status(dir)["inodes"].parse().expect("inodes is a number")
 }

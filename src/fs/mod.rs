@@ -27,7 +27,7 @@ pub use write::{PendingStatus, part_size_for, split_even, streamed_part_size};
 use crate::store::ObjectStore;
 use bytes::Bytes;
 use namespace::{DirFill, Namespace, NamespaceConfig, ObjectVersion};
-use read::{ReadConfig, ReadStream, Reads, Source};
+use read::{FillConfig, ReadConfig, ReadStream, Reads, Source};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -76,6 +76,8 @@ pub struct FsConfig {
     pub recovery_dir: std::path::PathBuf,
     /// Blocks kept on local disk across remounts (`--cache-dir`), if any.
     pub disk_cache: Option<Arc<DiskCache>>,
+    /// Most bytes of whole local copies of files read at random (in `staging_dir`); 0: none.
+    pub fill_limit: u64,
 }
 
 /// Where a mount keeps what must outlive it (the bytes of files that could not be
@@ -118,6 +120,7 @@ impl Default for FsConfig {
             retry_backoff: Duration::from_secs(1),
             recovery_dir: default_state_dir().join("recovery"),
             disk_cache: None,
+            fill_limit: 4 << 30,
         }
     }
 }
@@ -225,6 +228,10 @@ impl<S: ObjectStore> Fs<S> {
                 max_prefetch: cfg.max_prefetch,
                 max_request: cfg.max_request,
                 disk: cfg.disk_cache.clone(),
+                fill: FillConfig {
+                    dir: cfg.staging_dir.clone(),
+                    limit: cfg.fill_limit,
+                },
             },
         ));
         let writes = Arc::new(Writes::new(
@@ -670,6 +677,11 @@ impl<S: ObjectStore> Fs<S> {
     /// Bytes held by the block cache.
     pub fn cached_bytes(&self) -> u64 {
         self.reads.cached_bytes()
+    }
+
+    /// Whole local copies of files read at random: bytes on disk, bytes fetched, reads served.
+    pub fn copy_figures(&self) -> (u64, u64, u64) {
+        self.reads.copy_figures()
     }
 
     /// The disk cache's bytes, hits, misses and damaged files found, if there is one.

@@ -172,6 +172,83 @@ async fn a_random_small_read_costs_one_block_sized_get() {
     assert_eq!(store.counters.gets.load(Ordering::Relaxed) - before, 1);
 }
 
+/// Waits until the whole copies hold `bytes` fetched bytes.
+async fn copy_fetched(fs: &Arc<Fs<MemStore>>, bytes: u64) {
+    for _ in 0..1000 {
+        if fs.copy_figures().1 >= bytes {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the copy never filled: {:?}", fs.copy_figures());
+}
+
+#[tokio::test]
+async fn a_file_read_at_random_all_over_is_copied_whole_then_reads_cost_no_get() {
+    let store = Arc::new(MemStore::new());
+    let size = 16u64 << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i % 247) as u8).collect();
+    store.put("db", data.clone(), Metadata::new());
+    let fs = fs_over(store.clone(), "");
+    let fh = open_for_reading(&fs, "db").await;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut check = |fs: Arc<Fs<MemStore>>| {
+        let off = rng.u64(0..size - 4096);
+        let data = &data;
+        async move {
+            let got = fs.read(fh, off, 4096).await.unwrap();
+            assert!(got[..] == data[off as usize..off as usize + 4096], "bytes at {off}");
+        }
+    };
+    // Some random reads land near the last one and count as a sequential run: read more.
+    for _ in 0..3 * read::SCATTERED_READS {
+        check(fs.clone()).await;
+    }
+    copy_fetched(&fs, size).await;
+    assert_eq!(fs.copy_figures().0, size, "the copy counts against the budget");
+    let gets = store.counters.gets.load(Ordering::Relaxed);
+    for _ in 0..300 {
+        check(fs.clone()).await;
+    }
+    assert_eq!(
+        store.counters.gets.load(Ordering::Relaxed),
+        gets,
+        "no GET once the copy is whole"
+    );
+    assert!(fs.copy_figures().2 >= 300, "{:?}", fs.copy_figures());
+    // Another reader of the same version uses the same copy.
+    let other = open_for_reading(&fs, "db").await;
+    let got = fs.read(other, 1234, 100).await.unwrap();
+    assert!(got[..] == data[1234..1334]);
+    assert_eq!(store.counters.gets.load(Ordering::Relaxed), gets);
+    fs.release(fh).await;
+    fs.release(other).await;
+    assert_eq!(fs.copy_figures().0, 0, "the copy goes with its last reader");
+}
+
+#[tokio::test]
+async fn a_reader_of_a_few_long_runs_makes_no_copy() {
+    let store = Arc::new(MemStore::new());
+    let size = 32u64 << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i % 241) as u8).collect();
+    store.put("table.parquet", data.clone(), Metadata::new());
+    let fs = fs_over(store.clone(), "");
+    let fh = open_for_reading(&fs, "table.parquet").await;
+    // A footer, then 20 column chunks of 1 MiB read through in 128 KiB reads.
+    fs.read(fh, size - 8, 8).await.unwrap();
+    fs.read(fh, size - 65536, 65536).await.unwrap();
+    for chunk in 0..20u64 {
+        let start = (chunk * 37 % 30) << 20;
+        for piece in 0..8 {
+            let off = start + piece * (128 << 10);
+            let got = fs.read(fh, off, 128 << 10).await.unwrap();
+            assert!(got[..] == data[off as usize..(off + (128 << 10)) as usize]);
+        }
+    }
+    assert_eq!(fs.copy_figures(), (0, 0, 0), "long runs are no random reader");
+    fs.release(fh).await;
+}
+
 #[tokio::test]
 async fn sequential_reads_fetch_ahead_in_large_requests() {
     let store = Arc::new(MemStore::new());

@@ -6,10 +6,15 @@
 mod bufpool;
 mod cache;
 mod disk;
+mod fill;
 
 pub use cache::CacheStats;
 pub use disk::DiskCache;
 use disk::ObjectIdentity;
+pub use fill::FillConfig;
+#[cfg(test)]
+pub use fill::SCATTERED_READS;
+use fill::{Copy, Fills};
 
 use crate::fs::error::FsError;
 use crate::fs::lock;
@@ -19,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use cache::{Block, BlockCache, BlockId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::watch;
 
 type BlockResult = Option<Result<Block, FsError>>;
@@ -64,7 +69,13 @@ pub struct ReadConfig {
     pub max_request: u64,
     /// Blocks kept on local disk across remounts (`--cache-dir`), behind the memory cache.
     pub disk: Option<Arc<DiskCache>>,
+    /// Where whole copies of files read at random go, and their budget.
+    pub fill: FillConfig,
 }
+
+/// GETs in flight for one whole copy: enough to fetch at the link's speed, few enough to
+/// leave room for the reader's own small GETs.
+const FILL_PARALLEL: usize = 4;
 
 /// Bytes waiting to be written to the disk cache at most: past this, a block fetched from
 /// S3 is not kept on disk, so a disk slower than the network never holds up reads, and the
@@ -86,6 +97,8 @@ pub struct Reads<S: ObjectStore> {
     buffers: Arc<bufpool::BufferPool>,
     /// Bytes being written to the disk cache now.
     disk_writes: Arc<AtomicUsize>,
+    /// Whole copies of files read at random.
+    fills: Fills,
     /// Hits and misses.
     pub stats: CacheStats,
 }
@@ -99,6 +112,8 @@ struct Sequence {
     next: u64,
     /// Bytes to keep fetched ahead of the reader.
     window: u64,
+    /// Reads that started a new run right after a short one: small reads all over the file.
+    scattered: u32,
 }
 
 /// The access pattern of one open handle, so a sequential reader gets a prefetch window.
@@ -110,6 +125,8 @@ pub struct ReadStream {
     requested_until: AtomicU64,
     /// Blocks below this one were read through by this handle and released from the cache.
     released_until: AtomicU64,
+    /// The whole copy of the version this handle reads, kept while the handle is open.
+    copy: Mutex<Option<Arc<Copy>>>,
 }
 
 impl Default for ReadStream {
@@ -118,6 +135,7 @@ impl Default for ReadStream {
             sequence: Mutex::new(Sequence::default()),
             requested_until: AtomicU64::new(u64::MAX),
             released_until: AtomicU64::new(0),
+            copy: Mutex::new(None),
         }
     }
 }
@@ -130,7 +148,9 @@ impl ReadStream {
     /// what a short run fetches beyond its end small, while a long run ramps up to `max`.
     /// Reads that arrive slightly out of order (the kernel sends several at once) still
     /// count as sequential.
-    fn read_ahead(&self, offset: u64, end: u64, block: u64, max: u64) -> u64 {
+    /// Also returns how many reads so far were scattered: each started a new run right
+    /// after a short one.
+    fn read_ahead(&self, offset: u64, end: u64, block: u64, max: u64) -> (u64, u32) {
         let mut s = lock(&self.sequence);
         let sequential = offset <= s.next + SEQUENTIAL_SLACK / 4 && offset + SEQUENTIAL_SLACK >= s.next;
         if sequential {
@@ -138,11 +158,27 @@ impl ReadStream {
             s.window = ((s.next - s.run_start) / 2).max(FIRST_WINDOW).max(block).min(max);
         } else {
             tracing::debug!(offset, next = s.next, run = s.next - s.run_start, "read run restarts");
+            if s.next - s.run_start < FIRST_WINDOW {
+                s.scattered = s.scattered.saturating_add(1);
+            }
             s.run_start = offset;
             s.next = end;
             s.window = 0;
         }
-        s.window
+        (s.window, s.scattered)
+    }
+
+    /// The whole copy this handle keeps alive, if any.
+    fn copy(&self) -> Option<Arc<Copy>> {
+        lock(&self.copy).clone()
+    }
+
+    /// Keeps `copy` alive while this handle is open.
+    fn keep(&self, copy: &Arc<Copy>) {
+        let mut mine = lock(&self.copy);
+        if mine.is_none() {
+            *mine = Some(copy.clone());
+        }
     }
 }
 
@@ -167,6 +203,7 @@ impl<S: ObjectStore> Reads<S> {
             }),
             buffers: bufpool::BufferPool::new(group_buffer_size(cfg.block_size), 64),
             disk_writes: Arc::new(AtomicUsize::new(0)),
+            fills: Fills::new(cfg.fill.clone()),
             cfg,
             stats: CacheStats::default(),
         }
@@ -188,7 +225,13 @@ impl<S: ObjectStore> Reads<S> {
         let bs = self.cfg.block_size;
         let (first, last) = (offset / bs, (end - 1) / bs);
         let max_ahead = self.cfg.max_prefetch.min(self.cfg.cache_bytes / 2);
-        let ahead = stream.read_ahead(offset, end, bs, max_ahead);
+        let (ahead, scattered) = stream.read_ahead(offset, end, bs, max_ahead);
+        if let Some(data) = self.read_from_copy(source, stream, offset, end).await {
+            return Ok(data);
+        }
+        if scattered >= fill::SCATTERED_READS && stream.copy().is_none() && self.fills.worth_copying(size) {
+            self.start_copy(source, stream).await;
+        }
         let last_of_file = (size - 1) / bs;
         // While the window is small (a short run, such as one Parquet column chunk), fetch
         // just the window ahead, so a stream that stops soon has fetched little beyond it.
@@ -244,6 +287,132 @@ impl<S: ObjectStore> Reads<S> {
             }
         }
         Ok(out.freeze())
+    }
+
+    /// Bytes `offset..end` from the whole copy of the version, if it holds them already.
+    async fn read_from_copy(&self, source: &Source, stream: &ReadStream, offset: u64, end: u64) -> Option<Bytes> {
+        let copy = stream.copy().or_else(|| self.fills.find(source.version.id))?;
+        stream.keep(&copy);
+        if !copy.covers(offset, end) {
+            return None;
+        }
+        match tokio::task::spawn_blocking(move || copy.read_at(offset, end)).await {
+            Ok(Ok(data)) => {
+                self.fills.served.fetch_add(1, Ordering::Relaxed);
+                Some(Bytes::from(data))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(ino = source.ino, "reading the local copy failed ({e}); reading from S3");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Makes a whole copy of the version `stream` reads at random, kept by that handle,
+    /// and starts fetching the object into it in the background.
+    async fn start_copy(self: &Arc<Self>, source: &Source, stream: &ReadStream) {
+        let me = self.clone();
+        let (version, size) = (source.version.id, source.version.size);
+        let made = tokio::task::spawn_blocking(move || me.fills.make(version, size)).await;
+        let Ok(Some(copy)) = made else {
+            return;
+        };
+        stream.keep(&copy);
+        if !copy.claim_fill() {
+            return;
+        }
+        tracing::info!(
+            ino = source.ino,
+            size,
+            "a file read at random all over: fetching the whole object to local disk in the background"
+        );
+        let me = self.clone();
+        let (source, weak) = (source.clone(), Arc::downgrade(&copy));
+        let task = tokio::spawn(async move { me.fill(source, weak).await });
+        copy.set_task(task.abort_handle());
+    }
+
+    /// Fetches the whole object into `copy`, [`FILL_PARALLEL`] GETs of `max_request` at a
+    /// time, front to back. Stops when the copy is dropped, or when a GET fails a few times
+    /// over (the reads it did not cover keep going to S3).
+    async fn fill(self: Arc<Self>, source: Source, copy: Weak<Copy>) {
+        let chunk = self.cfg.max_request.max(Copy::unit()) / Copy::unit() * Copy::unit();
+        let chunks = source.version.size.div_ceil(chunk);
+        let mut running = tokio::task::JoinSet::new();
+        let mut next = 0;
+        loop {
+            while running.len() < FILL_PARALLEL && next < chunks {
+                let (me, source, copy) = (self.clone(), source.clone(), copy.clone());
+                let from = next * chunk;
+                running.spawn(async move {
+                    let mut failures = 0;
+                    loop {
+                        match me.fill_range(&source, &copy, from, from + chunk).await {
+                            Err(FsError::Io(e)) if failures < BLOCK_RETRIES && copy.strong_count() > 0 => {
+                                failures += 1;
+                                tracing::debug!("filling the local copy failed ({e}); trying again");
+                                tokio::time::sleep(BLOCK_BACKOFF * (1 << failures)).await;
+                            }
+                            other => return other,
+                        }
+                    }
+                });
+                next += 1;
+            }
+            match running.join_next().await {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    tracing::info!(ino = source.ino, "the local copy stops short: {e}");
+                    return;
+                }
+                Some(Err(_)) => return,
+            }
+        }
+        tracing::debug!(ino = source.ino, "the local copy is whole");
+    }
+
+    /// Fetches bytes `from..to` of the object into `copy`, one unit at a time.
+    async fn fill_range(&self, source: &Source, copy: &Weak<Copy>, from: u64, to: u64) -> Result<(), FsError> {
+        let gone = || FsError::Io("the copy is no longer wanted".into());
+        let size = source.version.size;
+        let to = to.min(size);
+        if copy.upgrade().ok_or_else(gone)?.covers(from, to) {
+            return Ok(());
+        }
+        let key = self.ns.key_of(source.ino)?;
+        let mut body = self
+            .store
+            .get_range(&key, from..to, Some(&source.version.etag()))
+            .await?;
+        let unit = Copy::unit();
+        let mut at = from;
+        let mut buf = Vec::with_capacity(unit.min(to - from) as usize);
+        while let Some(mut piece) = body.next_chunk().await? {
+            while !piece.is_empty() && at < to {
+                // `buf` holds the bytes from `at` up to the end of at's unit.
+                let unit_len = (((at / unit + 1) * unit).min(to) - at) as usize;
+                let take = (unit_len - buf.len()).min(piece.len());
+                buf.extend_from_slice(&piece.split_to(take));
+                if buf.len() == unit_len {
+                    let next_len = unit.min(to - at - unit_len as u64) as usize;
+                    let full = std::mem::replace(&mut buf, Vec::with_capacity(next_len));
+                    let target = copy.upgrade().ok_or_else(gone)?;
+                    let index = at / unit;
+                    tokio::task::spawn_blocking(move || target.write_unit(index, &full))
+                        .await
+                        .map_err(|e| FsError::Io(e.to_string()))?
+                        .map_err(|e| FsError::Io(format!("writing the local copy: {e}")))?;
+                    self.fills.fetched.fetch_add(unit_len as u64, Ordering::Relaxed);
+                    at += unit_len as u64;
+                }
+            }
+        }
+        if at < to {
+            return Err(FsError::Io(format!("GetObject {key}: the body ended early")));
+        }
+        Ok(())
     }
 
     /// A sequential reader has gone past the blocks well behind `first`: the kernel keeps
@@ -539,6 +708,16 @@ impl<S: ObjectStore> Reads<S> {
                 other => return other,
             }
         }
+    }
+
+    /// Whole copies of files read at random: bytes they hold on disk, bytes fetched into
+    /// them, and reads they served.
+    pub fn copy_figures(&self) -> (u64, u64, u64) {
+        (
+            self.fills.bytes(),
+            self.fills.fetched.load(Ordering::Relaxed),
+            self.fills.served.load(Ordering::Relaxed),
+        )
     }
 
     /// Bytes held by the block cache.
