@@ -469,7 +469,7 @@ impl<S: ObjectStore> Fs<S> {
         }
         let staged = self.writes.begin(ino, true).await?;
         if truncate && let Err(e) = self.writes.truncate(ino, &staged, 0).await {
-            self.writes.end(ino).await;
+            self.writes.end(ino, false).await;
             return Err(e);
         }
         let fh = self.add_handle(Handle {
@@ -595,8 +595,11 @@ impl<S: ObjectStore> Fs<S> {
         let Some(h) = lock(&self.handles).remove(&fh) else {
             return;
         };
+        let readers_left = lock(&self.handles).values().any(|other| other.ino == h.ino);
         if h.writable {
-            self.writes.end(h.ino).await;
+            self.writes.end(h.ino, readers_left).await;
+        } else if !readers_left {
+            self.writes.readers_done(h.ino).await;
         }
         self.ns.let_go(h.ino).await;
     }

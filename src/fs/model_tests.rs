@@ -178,9 +178,8 @@ async fn close(fs: &Arc<Fs<MemStore>>, m: &mut Model, slot: usize) -> Result<(),
     let inode = &mut m.inodes[h.inode];
     if h.write {
         inode.writers -= 1;
-        if inode.linked {
-            inode.committed = Some(inode.data.clone());
-        }
+        // Unlinked or not, what was written is what the handles still open read.
+        inode.committed = Some(inode.data.clone());
     }
     Ok(())
 }

@@ -586,6 +586,29 @@ async fn a_file_unlinked_after_its_parts_went_up_reads_back_whole_until_closed()
     assert_eq!(store.open_uploads(), 0, "no upload left open");
 }
 
+#[tokio::test]
+async fn a_reader_of_an_unlinked_file_still_reads_what_its_writer_wrote_after_the_writer_closes() {
+    // As on a local disk: a writer and a reader share a scratch file, it is unlinked, the
+    // writer closes, and the reader still reads every byte until it closes too.
+    let store = Arc::new(MemStore::new());
+    let fs = fs_rw(store.clone());
+    let (attr, writer) = fs.create(ROOT_INO, "shared", 0o644, 0, 0).await.unwrap();
+    fs.write(writer, 0, Bytes::from_static(b"written, never uploaded"))
+        .await
+        .unwrap();
+    let reader = fs.open(attr.ino, false, false).await.unwrap().0;
+    fs.unlink(ROOT_INO, "shared").await.unwrap();
+    close(&fs, writer).await.unwrap();
+    assert_eq!(
+        read_from(&fs, reader, 0, 4096).await.unwrap(),
+        b"written, never uploaded"
+    );
+    close(&fs, reader).await.unwrap();
+    assert!(store.keys().is_empty(), "nothing in S3");
+    assert_eq!(fs.staged_bytes(), 0, "and nothing left staged once the reader is gone");
+    assert_eq!(fs.pending_files(), 0);
+}
+
 /// Writes `data` from offset 0 in 1 MiB writes, as the kernel passes a program's writes on.
 async fn write_front_to_back(fs: &Arc<Fs<MemStore>>, fh: u64, data: &[u8]) {
     for (i, chunk) in data.chunks(1 << 20).enumerate() {

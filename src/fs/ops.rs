@@ -512,7 +512,7 @@ impl<S: ObjectStore> Fs<S> {
             self.writes.discard(ino).await;
             self.ns.update_attr(ino, |a| *a = Attr { ino, ..current.clone() });
         }
-        self.writes.end(ino).await;
+        self.writes.end(ino, false).await;
         result
     }
 

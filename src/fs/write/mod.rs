@@ -381,8 +381,11 @@ impl<S: ObjectStore> Writes<S> {
     }
 
     /// One writer of `ino` is done. The last one uploads what is left; the staging state is
-    /// dropped once no writer has come back meanwhile.
-    pub async fn end(self: &Arc<Self>, ino: u64) {
+    /// dropped once no writer has come back meanwhile. With `readers_left` (other handles
+    /// still open on `ino`), a state that is never to be uploaded (the file was unlinked or
+    /// replaced) stays: it holds the only copy of what those handles must still read, as on
+    /// a local disk. [`Writes::readers_done`] drops it.
+    pub async fn end(self: &Arc<Self>, ino: u64, readers_left: bool) {
         let Some(staged) = self.staged(ino) else { return };
         let last = {
             let _files = lock(&self.files);
@@ -403,7 +406,19 @@ impl<S: ObjectStore> Writes<S> {
         {
             return;
         }
+        if readers_left && dirty.discarded {
+            return;
+        }
         self.drop_if_idle(ino, &staged, &mut dirty).await;
+    }
+
+    /// The last handle of `ino` is closed: a staging state kept for its readers goes.
+    pub async fn readers_done(&self, ino: u64) {
+        let Some(staged) = self.staged(ino) else { return };
+        let mut dirty = staged.state.lock().await;
+        if dirty.discarded {
+            self.drop_if_idle(ino, &staged, &mut dirty).await;
+        }
     }
 
     /// The last close of `ino` failed to upload it with `e`: hands it to the background
