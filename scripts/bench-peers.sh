@@ -32,7 +32,9 @@
 #               close, where rclone (whose fsync does nothing) ends its upload
 # The direct client: examples/direct_get and direct_put (s3role's own store layer) for rows 1-3
 # and fio, one request at a time (c1) and CONCURRENCY parts in flight (cN); for rows 4-7
-# (small objects, listings), boto3, one request at a time (c1) and META_CONCURRENCY in flight.
+# (small objects, listings), boto3, one request at a time (c1) and META_CONCURRENCY in flight,
+# except the cN column of rows 5 and 7: examples/direct_list, the listing and then a HEAD of
+# every entry with META_CONCURRENCY in flight, what showing POSIX metadata costs at least.
 # The ratio of each row is to the direct column marked [c1] or [cN]: the mount's figure
 # divided by direct's (for seconds, direct's divided by the mount's), so 1.00 is as fast as
 # direct and lower is slower.
@@ -54,7 +56,7 @@
 #   BIG_MIB=1024 RANDOM_READS=2000 RANDOM_READS_DELAY=200 CREATE_FILES=1000
 #   CREATE_FILES_DELAY=200 LS_FILES=10000 TREE_DIRS=100 TREE_FILES=100 BIG_DIR_FILES=100000
 #   FIO_RUNTIME=30 FIO_RAND_READS=200 (the direct client's 256 KiB random reads, for fio's row)
-#   CONCURRENCY=8 PART_SIZE=8M (direct cN, rows 1-2)   META_CONCURRENCY=32 (direct cN, rows 4, 6)
+#   CONCURRENCY=8 PART_SIZE=8M (direct cN, rows 1-2)   META_CONCURRENCY=32 (direct cN, rows 4-7)
 #   DELAY_MS=10 RATE_MBIT=1000 (the delay setting; RATE_MBIT=0: no limit)
 #   CELL_TIMEOUT=150             seconds one test may take; a test that takes longer is stopped
 #                                and its later rounds are skipped (shown as "t/o")
@@ -102,6 +104,7 @@ RCLONE_OPTS=${RCLONE_OPTS:-}
 MOUNTPOINT_OPTS=${MOUNTPOINT_OPTS:-}
 S3ROLE=target/release/s3role
 DIRECT_GET=target/release/examples/direct_get
+DIRECT_LIST=target/release/examples/direct_list
 DIRECT_PUT=target/release/examples/direct_put
 MOUNT_S3=${MOUNT_S3_BIN:-target/bench-tools/mountpoint-s3/bin/mount-s3}
 HELPER=scripts/bench_peers_helper.py
@@ -143,7 +146,7 @@ if [[ $DIRECT == 1 ]]; then DIRECTS=(c1 cN); fi
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     log "building s3role and the direct clients (release)"
-    cargo build --release --quiet --bin s3role --example direct_get --example direct_put
+    cargo build --release --quiet --bin s3role --example direct_get --example direct_put --example direct_list
 fi
 
 WORK=$(mktemp -d /tmp/s3role-bench-peers.XXXXXX)
@@ -408,10 +411,15 @@ direct_workload() {
             --prefix "$WKEY/" --count "$NCREATE" --threads "$mk" || return $?
         ;;
     lsl | bigdir)
-        [[ $c == c1 ]] || return 3
         local dir=ls
         if [[ $w == bigdir ]]; then dir=bigdir; fi
-        tmo_out "${RUN[@]}" python3 "$HELPER" direct-list --endpoint "$EP" --bucket "$BUCKET" --prefix "$dir/" || return $?
+        if [[ $c == cN ]]; then
+            # The listing, then a HEAD of every entry: the least showing metadata costs.
+            tmo_out "${RUN[@]}" "$DIRECT_LIST" "$EP" "$BUCKET" "$dir/" --concurrency "$mk" || return $?
+            OUT="$OUT secs=$(field total_secs "$OUT")"
+        else
+            tmo_out "${RUN[@]}" python3 "$HELPER" direct-list --endpoint "$EP" --bucket "$BUCKET" --prefix "$dir/" || return $?
+        fi
         ;;
     find)
         tmo_out "${RUN[@]}" python3 "$HELPER" direct-walk --endpoint "$EP" --bucket "$BUCKET" \
@@ -524,7 +532,7 @@ print_table() {
     delay) echo "== delay: clients -> bench_link.py (+${DELAY_MS} ms each way per request, $([[ $RATE_MBIT == 0 ]] && echo "no rate limit" || echo "bodies at most $RATE_MBIT Mbit/s each way")) -> SeaweedFS; medians of $ROUNDS rounds" ;;
     esac
     echo "   (x.xx) = the filesystem's figure / the direct column marked in brackets; c1: one request at a time;"
-    echo "   cN: $CONCURRENCY parts in flight (rows 1, 2, fio), $META_CONCURRENCY requests in flight (rows 4, 6); t/o: over ${CELL_TIMEOUT}s"
+    echo "   cN: $CONCURRENCY parts in flight (rows 1, 2, fio), $META_CONCURRENCY requests in flight (rows 4, 6; rows 5, 7: LIST, then a HEAD of each entry); t/o: over ${CELL_TIMEOUT}s"
     printf "%-${w1}s %-${w2}s %10s %10s |" "workload" "unit" "direct c1" "direct cN"
     for fs in "${FSLIST[@]}"; do printf " %-${wc}s" "$fs"; done
     echo

@@ -69,7 +69,7 @@ pub struct MountArgs {
     /// A new file is created 0600; a symbolic link there is refused.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
-    /// Let every user read the mount's status (user.s3role.* attributes, `s3role status`),
+    /// Let every user read the mount's status (DIR/.s3role-status, `s3role status`),
     /// which names the role chain and session; by default only the mounting user and root can.
     #[arg(long)]
     pub public_status: bool,

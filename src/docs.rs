@@ -43,9 +43,10 @@ policy as session_policy=@\fIPATH\fR. Logs say only whether they are set.
 .SH STATUS
 \fBs3role status\fR \fIDIR\fR shows a live mount's role chain, session expiry, renewals,
 cache and uploads, and what it holds in memory (inodes, cached attributes and listings,
-heap in use). It reads the extended attributes user.s3role.* of the mount's root, which
-getfattr(1) reads as well. Only the user who mounted and root may read them (others get
-EACCES), unless the mount was made with \fB\-\-public\-status\fR.
+heap in use). It prints \fIDIR\fR/.s3role\-status, a file the daemon makes up and no
+listing shows (cat(1) reads it as well). It is 0400 and belongs to the user who mounted, so
+only that user and root may read it (others get EACCES), unless the mount was made with
+\fB\-\-public\-status\fR (0444). The mount has no extended attributes (ENOTSUP).
 .SH METRICS
 .nh
 \fB\-\-metrics\-addr\fR \fIHOST:PORT\fR (metrics_addr=\fIHOST:PORT\fR in fstab; off by

@@ -15,31 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::runtime::Handle;
 
-/// Name/value pairs describing the live mount, shown as `user.s3role.*` extended
-/// attributes of its root directory.
-pub type StatusSource = Arc<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
-
-/// Prefix of the status attributes.
-pub const STATUS_XATTR_PREFIX: &str = "user.s3role.";
-
-/// Who may read the status attributes, which name the role chain and the session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StatusReaders {
-    /// The user who mounted (this uid) and root: the default.
-    MounterAndRoot(u32),
-    /// Every user the kernel lets into the mount (`--public-status`).
-    Everyone,
-}
-
-impl StatusReaders {
-    /// Whether the user `uid` may read the status.
-    pub fn admit(self, uid: u32) -> bool {
-        match self {
-            StatusReaders::Everyone => true,
-            StatusReaders::MounterAndRoot(mounter) => uid == 0 || uid == mounter,
-        }
-    }
-}
+use crate::status_file::{STATUS_INO, StatusFile};
+pub use crate::status_file::{StatusReaders, StatusSource};
 
 /// The kernel's requests still being answered. The session can end while some are (a
 /// release that deletes the object of a file unlinked while open, say, right before an
@@ -90,7 +67,7 @@ pub struct FuseAdapter<S: ObjectStore> {
     fs: Arc<Fs<S>>,
     rt: Handle,
     ttl: Duration,
-    status: Option<(StatusSource, StatusReaders)>,
+    status: Option<Arc<StatusFile>>,
     in_flight: InFlight,
 }
 
@@ -121,33 +98,22 @@ impl<S: ObjectStore> FuseAdapter<S> {
         });
     }
 
-    /// Publishes the mount's status on its root directory, to `readers`.
+    /// Publishes the mount's status as the file `.s3role-status` of its root, to `readers`.
     pub fn with_status(mut self, status: StatusSource, readers: StatusReaders) -> Self {
-        self.status = Some((status, readers));
+        // SAFETY: geteuid and getegid have no preconditions.
+        let owner = unsafe { (libc::geteuid(), libc::getegid()) };
+        self.status = Some(Arc::new(StatusFile::new(status, readers, owner)));
         self
     }
 
-    /// The status attributes of `ino` as user `uid` may see them: none but on the root, and
-    /// `Err(EACCES)` there for a user who may not read them.
-    fn status_pairs(&self, ino: INodeNo, uid: u32) -> Result<Vec<(String, String)>, Errno> {
-        match (&self.status, ino.0) {
-            (Some((_, readers)), crate::fs::ROOT_INO) if !readers.admit(uid) => Err(Errno::EACCES),
-            (Some((s, _)), crate::fs::ROOT_INO) => Ok(s()
-                .into_iter()
-                .map(|(k, v)| (format!("{STATUS_XATTR_PREFIX}{k}"), v))
-                .collect()),
-            _ => Ok(Vec::new()),
-        }
+    /// The status file, when `ino` is it.
+    fn status_file(&self, ino: INodeNo) -> Option<&StatusFile> {
+        self.status.as_deref().filter(|_| ino.0 == STATUS_INO)
     }
-}
 
-fn reply_sized(reply: fuser::ReplyXattr, size: u32, data: &[u8]) {
-    if size == 0 {
-        reply.size(data.len() as u32);
-    } else if (size as usize) < data.len() {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(data);
+    /// Whether `name` in `parent` is the status file, which cannot be made, removed or renamed.
+    fn is_status_name(&self, parent: INodeNo, name: &OsStr) -> bool {
+        self.status.is_some() && StatusFile::is_named(parent, name)
     }
 }
 
@@ -229,6 +195,10 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if let (true, Some(status)) = (StatusFile::is_named(parent, name), &self.status) {
+            // Not cached: its size changes with every figure in it.
+            return reply.entry(&Duration::ZERO, &status.attr(), Generation(0));
+        }
         let Some(name) = name_of(name) else {
             return reply.error(Errno::ENOENT);
         };
@@ -242,10 +212,15 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        if ino.0 != STATUS_INO {
+            self.fs.forget(ino.0, nlookup);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(status) = self.status_file(ino) {
+            return reply.attr(&Duration::ZERO, &status.attr());
+        }
         let (fs, ttl) = (self.fs.clone(), self.ttl);
         self.spawn(async move {
             match fs.getattr(ino.0).await {
@@ -273,6 +248,9 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if self.status_file(ino).is_some() {
+            return reply.error(Errno::EPERM);
+        }
         let when = |t: TimeOrNow| match t {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
@@ -305,6 +283,9 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        if self.is_status_name(parent, name) {
+            return reply.error(Errno::EEXIST);
+        }
         let Some(name) = name_of(name) else {
             return reply.error(Errno::EINVAL);
         };
@@ -341,6 +322,9 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        if self.is_status_name(parent, name) {
+            return reply.error(Errno::EEXIST);
+        }
         let Some(name) = name_of(name) else {
             return reply.error(Errno::EINVAL);
         };
@@ -354,6 +338,9 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.is_status_name(parent, name) {
+            return reply.error(Errno::EPERM);
+        }
         let Some(name) = name_of(name) else {
             return reply.error(Errno::ENOENT);
         };
@@ -367,6 +354,9 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.is_status_name(parent, name) {
+            return reply.error(Errno::ENOTDIR);
+        }
         let Some(name) = name_of(name) else {
             return reply.error(Errno::ENOENT);
         };
@@ -380,6 +370,9 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        if self.is_status_name(parent, link_name) {
+            return reply.error(Errno::EEXIST);
+        }
         let (Some(name), Some(target)) = (name_of(link_name), target.to_str().map(str::to_owned)) else {
             return reply.error(Errno::EINVAL);
         };
@@ -402,6 +395,9 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        if self.is_status_name(parent, name) || self.is_status_name(newparent, newname) {
+            return reply.error(Errno::EPERM);
+        }
         let (Some(name), Some(newname)) = (name_of(name), name_of(newname)) else {
             return reply.error(Errno::EINVAL);
         };
@@ -426,6 +422,13 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
         let truncate = flags.0 & libc::O_TRUNC != 0;
+        if let Some(status) = self.status_file(ino) {
+            return match status.open(req.uid(), write || truncate) {
+                // Read through to the snapshot, whatever size the last stat said.
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                Err(e) => reply.error(e),
+            };
+        }
         let fs = self.fs.clone();
         let opener = write.then(|| process_of(req.pid())).flatten();
         self.spawn(async move {
@@ -451,7 +454,7 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -459,6 +462,12 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if let Some(status) = self.status_file(ino) {
+            return match status.read(fh.0, offset, size) {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(e),
+            };
+        }
         let fs = self.fs.clone();
         self.spawn(async move {
             match fs.read(fh.0, offset, size).await {
@@ -490,7 +499,10 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         });
     }
 
-    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+        if self.status_file(ino).is_some() {
+            return reply.ok();
+        }
         let fs = self.fs.clone();
         let closer = process_of(req.pid());
         self.spawn(async move {
@@ -504,13 +516,17 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _f: OpenFlags,
         _l: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if let Some(status) = self.status_file(ino) {
+            status.release(fh.0);
+            return reply.ok();
+        }
         // Nobody waits for a release (close(2) returned at the flush before it): the kernel
         // is answered at once, so an unmount right after a close never leaves an answer owed
         // to a connection that is gone. The work goes on, counted in flight until done.
@@ -521,7 +537,10 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         });
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        if self.status_file(ino).is_some() {
+            return reply.ok();
+        }
         let fs = self.fs.clone();
         self.spawn(async move {
             match fs.fsync(fh.0).await {
@@ -594,26 +613,14 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         );
     }
 
-    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: fuser::ReplyXattr) {
-        let name = name.to_string_lossy();
-        match self.status_pairs(ino, req.uid()) {
-            Err(denied) if name.starts_with(STATUS_XATTR_PREFIX) => reply.error(denied),
-            Err(_) => reply.error(Errno::NO_XATTR),
-            Ok(pairs) => match pairs.into_iter().find(|(k, _)| *k == name) {
-                Some((_, v)) => reply_sized(reply, size, v.as_bytes()),
-                None => reply.error(Errno::NO_XATTR),
-            },
-        }
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+        // No extended attributes at all. ENOSYS, unlike ENODATA, makes the kernel stop
+        // asking: `ls -l` asks two of every file it shows otherwise.
+        reply.error(Errno::ENOSYS);
     }
 
-    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        let mut names = Vec::new();
-        // A user who may not read the status is not told its names either.
-        for (k, _) in self.status_pairs(ino, req.uid()).unwrap_or_default() {
-            names.extend_from_slice(k.as_bytes());
-            names.push(0);
-        }
-        reply_sized(reply, size, &names);
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn create(
@@ -626,6 +633,9 @@ impl<S: ObjectStore> fuser::Filesystem for FuseAdapter<S> {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        if self.is_status_name(parent, name) {
+            return reply.error(Errno::EEXIST);
+        }
         let Some(name) = name_of(name) else {
             return reply.error(Errno::EINVAL);
         };

@@ -17,5 +17,6 @@ pub mod mount_metrics;
 pub mod mount_opts;
 pub mod notify;
 pub mod status;
+pub mod status_file;
 pub mod store;
 pub mod timefmt;

@@ -343,15 +343,12 @@ fn as_nobody(argv: &[&str]) -> (bool, String, String) {
     (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
-/// What user nobody gets from `dir`: getxattr(2) of `user.s3role.source` (success, or the
-/// errno) and whether listxattr(2) names any `user.s3role.` attribute. Asked by a forked child
-/// that makes only system calls, so no other program is needed.
-fn status_xattr_as_nobody(dir: &Path) -> (Result<(), i32>, bool) {
-    let path = std::ffi::CString::new(dir.display().to_string()).expect("path");
-    let name = c"user.s3role.source";
-    let prefix = b"user.s3role.";
+/// What user nobody gets from opening and reading `dir/.s3role-status`: success, or the
+/// errno. Asked by a forked child that makes only system calls, so no other program is
+/// needed.
+fn status_file_as_nobody(dir: &Path) -> Result<(), i32> {
+    let path = std::ffi::CString::new(dir.join(".s3role-status").display().to_string()).expect("path");
     let mut value = [0u8; 4096];
-    let mut names = [0u8; 8192];
     // SAFETY: the child makes only system calls on memory prepared before the fork, then
     // _exit()s; the parent waits for it.
     unsafe {
@@ -365,19 +362,19 @@ fn status_xattr_as_nobody(dir: &Path) -> (Result<(), i32>, bool) {
             if !dropped {
                 libc::_exit(255);
             }
-            let got = libc::getxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len());
-            let code = if got >= 0 { 0 } else { *libc::__errno_location() };
-            let listed = libc::listxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len());
-            let listed = listed > 0 && names[..listed as usize].windows(prefix.len()).any(|w| w == prefix);
-            libc::_exit((code & 0x7f) | if listed { 0x80 } else { 0 });
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY);
+            if fd < 0 {
+                libc::_exit(*libc::__errno_location() & 0x7f);
+            }
+            let got = libc::read(fd, value.as_mut_ptr().cast(), value.len());
+            libc::_exit(if got > 0 { 0 } else { 0x7e });
         }
         let mut status = 0;
         assert_eq!(libc::waitpid(child, &mut status, 0), child);
         assert!(libc::WIFEXITED(status), "the probe was killed");
         let code = libc::WEXITSTATUS(status);
         assert_ne!(code, 255, "the probe could not become nobody");
-        let errno = code & 0x7f;
-        (if errno == 0 { Ok(()) } else { Err(errno) }, code & 0x80 != 0)
+        if code == 0 { Ok(()) } else { Err(code) }
     }
 }
 
@@ -398,10 +395,21 @@ fn status_is_for_the_mounting_user_and_root_unless_public() {
         String::from_utf8_lossy(&status.stderr)
     );
     assert!(String::from_utf8_lossy(&status.stdout).contains("role_chain"));
+    let file = m.path.join(".s3role-status");
+    let meta = std::fs::metadata(&file).expect("the status file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o400, "for its owner only");
+    let listed: Vec<_> = std::fs::read_dir(&m.path)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(
+        !listed.iter().any(|n| n == ".s3role-status"),
+        "no listing shows it: {listed:?}"
+    );
     assert_eq!(
-        status_xattr_as_nobody(&m.path),
-        (Err(libc::EACCES), false),
-        "nobody may neither read nor list the status"
+        status_file_as_nobody(&m.path),
+        Err(libc::EACCES),
+        "nobody may not read the status"
     );
     let binary = env!("CARGO_BIN_EXE_s3role");
     let (ok, _, err) = as_nobody(&[binary, "status", &m.path.display().to_string()]);
@@ -411,8 +419,8 @@ fn status_is_for_the_mounting_user_and_root_unless_public() {
     args.push("--public-status".into());
     let m = Mount::start(s, "alice", "data:/st1", &args).expect("mount");
     assert_eq!(
-        status_xattr_as_nobody(&m.path),
-        (Ok(()), true),
+        status_file_as_nobody(&m.path),
+        Ok(()),
         "with --public-status nobody may"
     );
     let (ok, out, err) = as_nobody(&[binary, "status", &m.path.display().to_string()]);

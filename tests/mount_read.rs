@@ -332,6 +332,30 @@ fn a_file_read_at_random_all_over_is_fetched_whole_once_then_read_locally() {
     m.unmount();
 }
 
+#[test]
+fn the_mount_has_no_extended_attributes_so_ls_l_asks_for_none() {
+    let s = server();
+    s.put("data", "noxattr/f.txt", b"x".to_vec(), &[]);
+    let m = Mount::start(s, "alice", "data:/noxattr", &s.reader_args()).expect("mount");
+    let path = std::ffi::CString::new(m.join("f.txt").display().to_string()).expect("path");
+    let mut value = [0u8; 64];
+    // ENOTSUP, not ENODATA: the kernel was told once that there are none, and answers
+    // `ls -l`'s questions per file itself from then on (an ACL: there is none).
+    for (name, want) in [
+        (c"security.selinux", libc::ENOTSUP),
+        (c"user.anything", libc::ENOTSUP),
+        (c"security.selinux", libc::ENOTSUP),
+        (c"system.posix_acl_access", libc::ENODATA),
+    ] {
+        // SAFETY: valid C strings and a writable buffer of its length.
+        let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!((n, errno), (-1, Some(want)), "{name:?}");
+    }
+    assert_eq!(std::fs::read(m.join("f.txt")).expect("read"), b"x");
+    m.unmount();
+}
+
 fn inodes(dir: &std::path::Path) -> usize {
     common::status(dir)["inodes"].parse().expect("inodes is a number")
 }

@@ -992,15 +992,12 @@ pub fn await_recovery(m: &Mount, file: &str) -> Duration {
 }
 
 impl Mount {
-    /// One line of `s3role status`: the extended attribute `user.s3role.NAME` of the root.
+    /// One line of `s3role status`: the value of NAME in the root's `.s3role-status`.
     pub fn status(&self, name: &str) -> Option<String> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(self.path.as_os_str().as_bytes()).ok()?;
-        let attr = std::ffi::CString::new(format!("user.s3role.{name}")).ok()?;
-        let mut value = vec![0u8; 4096];
-        // SAFETY: both strings are valid C strings and value is a writable buffer of its length.
-        let n = unsafe { libc::getxattr(path.as_ptr(), attr.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
-        let n = usize::try_from(n).ok()?;
-        Some(String::from_utf8_lossy(&value[..n]).into_owned())
+        let text = std::fs::read_to_string(self.path.join(".s3role-status")).ok()?;
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == name).then(|| v.trim().to_owned())
+        })
     }
 }
