@@ -48,14 +48,25 @@ fn worth_trimming(resident: u64, in_use: u64) -> bool {
     resident > in_use.saturating_add(TRIM_SLACK)
 }
 
-/// Checks every ten seconds, for as long as the runtime runs, and gives freed memory back
-/// when much more is resident than in use.
+/// Wakes the trimmer before its next tick.
+static TRIM_NOW: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Asks the trimmer to look now: much was just freed (a large directory listed and closed).
+pub fn trim_soon() {
+    TRIM_NOW.notify_one();
+}
+
+/// Checks every ten seconds, and when asked, for as long as the runtime runs, and gives
+/// freed memory back when much more is resident than in use.
 pub fn spawn_trimmer() {
     tokio::spawn(async {
         let mut tick = tokio::time::interval(TRIM_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = TRIM_NOW.notified() => {}
+            }
             let (Some(resident), Some(in_use)) = (resident(), in_use()) else {
                 return;
             };

@@ -177,6 +177,9 @@ struct Handle {
     stream: ReadStream,
 }
 
+/// Entries from which closing a directory returns the freed heap to the system.
+const LARGE_DIRECTORY: usize = 10_000;
+
 /// One open directory: its entries as `opendir` listed them, so offsets stay valid while
 /// the caller pages through them, and, once READDIRPLUS asks, their attributes.
 struct DirHandle {
@@ -424,7 +427,12 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Closes an open directory.
     pub fn releasedir(&self, fh: u64) {
-        lock(&self.dirs).remove(&fh);
+        let closed = lock(&self.dirs).remove(&fh);
+        // What listing a large directory took (pages, answers, the entries' attributes on
+        // their way to the kernel) is freed now: give it back to the system at once.
+        if closed.is_some_and(|d| d.items.len() >= LARGE_DIRECTORY) {
+            crate::heap::trim_soon();
+        }
     }
 
     // ---- files -----------------------------------------------------------------------------
