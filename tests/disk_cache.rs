@@ -70,6 +70,46 @@ fn read_once_with_a_cache(s: &Server, dir: &str, data: &[u8]) -> (tempfile::Temp
 }
 
 #[test]
+fn reads_served_from_a_whole_copy_come_from_the_disk_after_a_remount() {
+    // A file read at random all over gets a whole local copy; with a disk cache, what the
+    // copy fetched is kept there too, so the same reads tomorrow cost no GET.
+    let s = server();
+    let size = 24usize << 20;
+    let data = pattern(size, 5);
+    s.put("data", "dc6/db.bin", data.clone(), &[]);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let args = cache_args(s, cache.path(), "1G");
+    let offsets: Vec<u64> = (0..200u64).map(|i| i * 7919 % (size as u64 / 4096) * 4096).collect();
+    let read_all = |m: &Mount| {
+        let f = std::fs::File::open(m.join("db.bin")).expect("open");
+        for &at in &offsets {
+            let mut buf = vec![0u8; 4096];
+            f.read_exact_at(&mut buf, at).expect("pread");
+            assert!(buf[..] == data[at as usize..at as usize + 4096], "bytes at {at}");
+        }
+    };
+    let m = Mount::start(s, "alice", "data:/dc6", &args).expect("mount");
+    read_all(&m);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_number(&m, "copy_fetched_bytes") < size as u64 {
+        assert!(Instant::now() < deadline, "the copy never filled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(status_number(&m, "copy_reads") > 0, "some reads came from the copy");
+    wait_for_disk_bytes(&m, size as u64);
+    m.unmount();
+    let gets = s.gets_of("data", "dc6/db.bin").len();
+    let m = Mount::start(s, "alice", "data:/dc6", &args).expect("remount");
+    read_all(&m);
+    assert_eq!(
+        s.gets_of("data", "dc6/db.bin").len(),
+        gets,
+        "the same reads cost no GET"
+    );
+    m.unmount();
+}
+
+#[test]
 fn a_re_read_after_a_remount_costs_no_get() {
     let s = server();
     let data = pattern(3 << 20, 1);

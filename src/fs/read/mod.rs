@@ -191,6 +191,18 @@ pub struct Source {
     pub version: Arc<ObjectVersion>,
 }
 
+/// Puts the blocks that lie wholly in `data` (the bytes at `start` of an object of `size`)
+/// into the disk cache. Blocking.
+fn keep_whole_blocks(disk: &DiskCache, identity: ObjectIdentity, bs: u64, start: u64, data: &[u8], size: u64) {
+    let end = start + data.len() as u64;
+    for index in start.div_ceil(bs)..end.div_ceil(bs) {
+        let (from, to) = (index * bs, ((index + 1) * bs).min(size));
+        if to <= end {
+            disk.put(identity, index, &data[(from - start) as usize..(to - start) as usize]);
+        }
+    }
+}
+
 impl<S: ObjectStore> Reads<S> {
     /// A block cache of `cfg.cache_bytes` over `store`, finding keys through `ns`.
     pub fn new(store: Arc<S>, ns: Arc<Namespace<S>>, cfg: ReadConfig) -> Self {
@@ -382,10 +394,21 @@ impl<S: ObjectStore> Reads<S> {
             return Ok(());
         }
         let key = self.ns.key_of(source.ino)?;
-        let mut body = self
-            .store
-            .get_range(&key, from..to, Some(&source.version.etag()))
-            .await?;
+        let etag = source.version.etag();
+        // With a disk cache, what the copy gets is kept there too, so that reads served
+        // from the copy today come from the disk after a remount, as every read does; and
+        // what the disk holds already is not fetched again (reads find it there).
+        let disk = self
+            .cfg
+            .disk
+            .clone()
+            .map(|disk| (disk, ObjectIdentity::of(&key, &etag, size), self.cfg.block_size));
+        if let Some((disk, identity, bs)) = &disk
+            && (from / bs..to.div_ceil(*bs)).all(|index| disk.contains(*identity, index))
+        {
+            return Ok(());
+        }
+        let mut body = self.store.get_range(&key, from..to, Some(&etag)).await?;
         let unit = Copy::unit();
         let mut at = from;
         let mut buf = Vec::with_capacity(unit.min(to - from) as usize);
@@ -400,10 +423,18 @@ impl<S: ObjectStore> Reads<S> {
                     let full = std::mem::replace(&mut buf, Vec::with_capacity(next_len));
                     let target = copy.upgrade().ok_or_else(gone)?;
                     let index = at / unit;
-                    tokio::task::spawn_blocking(move || target.write_unit(index, &full))
-                        .await
-                        .map_err(|e| FsError::Io(e.to_string()))?
-                        .map_err(|e| FsError::Io(format!("writing the local copy: {e}")))?;
+                    let disk = disk.clone();
+                    let start = at;
+                    tokio::task::spawn_blocking(move || {
+                        target.write_unit(index, &full)?;
+                        if let Some((disk, identity, bs)) = disk {
+                            keep_whole_blocks(&disk, identity, bs, start, &full, size);
+                        }
+                        Ok::<(), std::io::Error>(())
+                    })
+                    .await
+                    .map_err(|e| FsError::Io(e.to_string()))?
+                    .map_err(|e| FsError::Io(format!("writing the local copy: {e}")))?;
                     self.fills.fetched.fetch_add(unit_len as u64, Ordering::Relaxed);
                     at += unit_len as u64;
                 }
