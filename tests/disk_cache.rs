@@ -106,6 +106,11 @@ fn reads_served_from_a_whole_copy_come_from_the_disk_after_a_remount() {
         gets,
         "the same reads cost no GET"
     );
+    assert_eq!(
+        status_number(&m, "copy_bytes"),
+        0,
+        "reads the disk answers make no copy"
+    );
     m.unmount();
 }
 

@@ -241,7 +241,13 @@ impl<S: ObjectStore> Reads<S> {
         if let Some(data) = self.read_from_copy(source, stream, offset, end).await {
             return Ok(data);
         }
-        if scattered >= fill::SCATTERED_READS && stream.copy().is_none() && self.fills.worth_copying(size) {
+        // A random reader whose reads the caches answer (a re-read after a remount, with a
+        // disk cache) needs no copy: only one that keeps going to S3 gets it.
+        if scattered >= fill::SCATTERED_READS
+            && stream.copy().is_none()
+            && self.fills.worth_copying(size)
+            && !self.all_cached(source, offset / bs, (end - 1) / bs)
+        {
             self.start_copy(source, stream).await;
         }
         let last_of_file = (size - 1) / bs;
@@ -299,6 +305,20 @@ impl<S: ObjectStore> Reads<S> {
             }
         }
         Ok(out.freeze())
+    }
+
+    /// Whether blocks `first..=last` are in the memory cache or on disk.
+    fn all_cached(&self, source: &Source, first: u64, last: u64) -> bool {
+        let identity = self.identity(source);
+        let state = lock(&self.blocks);
+        (first..=last).all(|index| {
+            let id = BlockId {
+                version: source.version.id,
+                index,
+            };
+            state.cache.contains(&id)
+                || matches!((&self.cfg.disk, identity), (Some(disk), Some(identity)) if disk.contains(identity, index))
+        })
     }
 
     /// Bytes `offset..end` from the whole copy of the version, if it holds them already.
