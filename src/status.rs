@@ -20,19 +20,6 @@ pub fn read_text(dir: &Path) -> Result<String, String> {
     })
 }
 
-/// The status pairs of the mount at `dir`.
-pub fn read(dir: &Path) -> Result<Vec<(String, String)>, String> {
-    let text = read_text(dir)?;
-    let pairs: Vec<(String, String)> = text
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(k, v)| (k.to_owned(), v.trim().to_owned())))
-        .collect();
-    if pairs.is_empty() {
-        return Err(format!("{} is not the root of an s3role mount", dir.display()));
-    }
-    Ok(pairs)
-}
-
 /// Runs `s3role status`.
 pub fn run(dir: &Path) -> ExitCode {
     match read_text(dir) {
