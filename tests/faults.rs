@@ -439,3 +439,52 @@ fn a_close_that_cannot_upload_is_retried_then_recovered_and_status_says_so() {
     );
     assert!(s.object("data", "f9/precious").is_none());
 }
+
+/// A program rewrites a file while S3 takes no uploads: close fails with EIO, and the mount
+/// shows the file's older object again. The user removes the file (S3 still deletes). When
+/// S3 takes uploads again, the name stays gone, and the bytes of the failed close are in
+/// the recovery directory: not deleted with the older object, not brought back as the file.
+#[test]
+fn a_file_removed_after_its_close_failed_goes_to_the_recovery_directory() {
+    let mut s = Server::start(&[]);
+    let _proxy = FaultProxy::in_front_of(&mut s, &[]);
+    let state = tempfile::tempdir().expect("state dir");
+    let mut args = s.writer_args();
+    args.extend(["--request-timeout", "2", "--metadata-ttl", "0"].map(String::from));
+    args.extend(["--state-dir".to_string(), state.path().display().to_string()]);
+    let m = Mount::start(&s, "alice", "data:/f10", &args).expect("mount");
+    std::fs::write(m.join("report.csv"), b"yesterday's report").expect("a first write");
+    s.set_faults(json!({"s3": {"slowdown": 1, "methods": ["PUT", "POST"]}}));
+    let mut f = std::fs::File::create(m.join("report.csv")).expect("open with O_TRUNC");
+    f.write_all(b"today's report, never uploaded").expect("write");
+    let e = close(f).expect_err("S3 takes no uploads");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.status("uploads_retrying").as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "not retrying:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read(m.join("report.csv")).expect("the older object"),
+        b"yesterday's report"
+    );
+    std::fs::remove_file(m.join("report.csv")).expect("rm");
+    s.set_faults(json!({"s3": {}}));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while m.status("recovered_files").as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "not recovered:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(m.status("uploads_retrying").as_deref(), Some("0"));
+    let recovered: Vec<Vec<u8>> = std::fs::read_dir(state.path().join("recovery"))
+        .expect("the recovery directory")
+        .map(|e| std::fs::read(e.expect("entry").path()).expect("recovery file"))
+        .collect();
+    assert_eq!(recovered, vec![b"today's report, never uploaded".to_vec()]);
+    assert!(
+        std::fs::metadata(m.join("report.csv")).is_err(),
+        "the removed name stays gone"
+    );
+    m.unmount();
+    assert!(s.object("data", "f10/report.csv").is_none(), "nor is it in S3");
+}

@@ -389,12 +389,7 @@ async fn what_cannot_be_uploaded_in_time_goes_to_the_recovery_directory() {
 
 #[tokio::test]
 async fn a_newer_version_supersedes_a_retried_upload_of_older_bytes() {
-    let store = Arc::new(MemStore::new());
-    let recovery = tempfile::tempdir().unwrap();
-    let fs = fs_rw_with(store.clone(), |c| {
-        c.retry_backoff = Duration::from_secs(600);
-        c.recovery_dir = recovery.path().to_owned();
-    });
+    let (store, fs, recovery) = retried_at_unmount();
     write_at(&fs, "warm", 0, b"x", false).await.unwrap();
     store.fail_writes(true);
     assert!(write_at(&fs, "f", 0, b"old", false).await.is_err());
@@ -406,10 +401,7 @@ async fn a_newer_version_supersedes_a_retried_upload_of_older_bytes() {
         b"new",
         "the older bytes never overwrite"
     );
-    let kept: Vec<Vec<u8>> = std::fs::read_dir(recovery.path())
-        .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect();
+    let kept = recovered(&recovery);
     assert_eq!(kept, vec![b"old".to_vec()], "nor are they lost");
 }
 
@@ -641,4 +633,86 @@ async fn an_unlink_that_cannot_complete_the_upload_fails_and_loses_nothing() {
     close(&fs, fh).await.unwrap();
     assert!(store.keys().is_empty(), "nothing left in S3");
     assert_eq!(store.open_uploads(), 0, "no upload left open");
+}
+
+/// A file whose last close failed waits to be retried at its key; a rename onto that key
+/// since is a newer version there: the rename's bytes stay, the older ones go to recovery.
+#[tokio::test]
+async fn a_rename_onto_a_key_supersedes_a_retried_upload_of_older_bytes() {
+    let (store, fs, recovery) = retried_at_unmount();
+    write_at(&fs, "f", 0, b"first", false).await.unwrap();
+    store.fail_writes(true);
+    assert!(write_at(&fs, "f", 0, b"retried", true).await.is_err());
+    store.fail_writes(false);
+    write_at(&fs, "g", 0, b"renamed over", false).await.unwrap();
+    fs.rename(ROOT_INO, "g", ROOT_INO, "f", false).await.unwrap();
+    fs.finish_all().await;
+    assert_eq!(
+        &store.get("f").unwrap().0[..],
+        b"renamed over",
+        "what the rename put there stays"
+    );
+    let kept = recovered(&recovery);
+    assert_eq!(kept, vec![b"retried".to_vec()], "and the older bytes are not lost");
+}
+
+/// The same for a directory renamed over the place where a retried file would go.
+#[tokio::test]
+async fn a_directory_renamed_onto_a_retried_key_supersedes_it() {
+    let (store, fs, recovery) = retried_at_unmount();
+    fs.mkdir(ROOT_INO, "d1", 0o755, 0, 0).await.unwrap();
+    store.fail_writes(true);
+    assert!(write_at(&fs, "d1/a", 0, b"retried", false).await.is_err());
+    store.fail_writes(false);
+    fs.rmdir(ROOT_INO, "d1").await.unwrap();
+    fs.mkdir(ROOT_INO, "d0", 0o755, 0, 0).await.unwrap();
+    write_at(&fs, "d0/a", 0, b"moved here", false).await.unwrap();
+    fs.rename(ROOT_INO, "d0", ROOT_INO, "d1", false).await.unwrap();
+    fs.finish_all().await;
+    assert_eq!(
+        &store.get("d1/a").unwrap().0[..],
+        b"moved here",
+        "what the rename put there stays"
+    );
+    let kept = recovered(&recovery);
+    assert_eq!(kept, vec![b"retried".to_vec()], "and the older bytes are not lost");
+}
+
+/// A file whose close failed is unlinked (the mount showed its older object, which the
+/// unlink deletes) before S3 takes the retried upload: the bytes go to the recovery
+/// directory, neither deleted with the old object nor bringing back the name.
+#[tokio::test]
+async fn an_unlink_after_a_failed_close_sends_the_bytes_to_recovery() {
+    let (store, fs, recovery) = retried_at_unmount();
+    write_at(&fs, "a", 0, b"", false).await.unwrap();
+    store.fail_writes(true);
+    assert!(write_at(&fs, "a", 0, &[7u8; 1 << 20], false).await.is_err());
+    store.fail_writes(false);
+    fs.unlink(ROOT_INO, "a").await.unwrap();
+    fs.finish_all().await;
+    assert!(store.keys().is_empty(), "the name stays gone: {:?}", store.keys());
+    assert!(find(&fs, "a").await.is_err());
+    let kept = recovered(&recovery);
+    assert_eq!(kept, vec![vec![7u8; 1 << 20]], "and the bytes are not lost");
+    assert_eq!(fs.pending_status().recovered, 1);
+}
+
+/// A filesystem whose failed closes are retried only at unmount (`finish_all`), with its
+/// store and recovery directory.
+fn retried_at_unmount() -> (Arc<MemStore>, Arc<Fs<MemStore>>, tempfile::TempDir) {
+    let store = Arc::new(MemStore::new());
+    let recovery = tempfile::tempdir().unwrap();
+    let fs = fs_rw_with(store.clone(), |c| {
+        c.retry_backoff = Duration::from_secs(600);
+        c.recovery_dir = recovery.path().to_owned();
+    });
+    (store, fs, recovery)
+}
+
+/// The contents of every file in the recovery directory.
+fn recovered(recovery: &tempfile::TempDir) -> Vec<Vec<u8>> {
+    std::fs::read_dir(recovery.path())
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect()
 }

@@ -97,6 +97,7 @@ impl<S: ObjectStore> Fs<S> {
             content_type: None,
         };
         let etag = self.store.put(key, body, &new).await?;
+        self.writes.changed_at(key);
         self.writes.wrote_in(key);
         self.ns.touch(parent, true);
         Ok(self.ns.link_written(parent, name, key, attr, &etag))
@@ -201,6 +202,13 @@ impl<S: ObjectStore> Fs<S> {
         // Waits for an upload of it in progress, then keeps it from ever being uploaded.
         self.writes.discard_for_unlink(ino).await?;
         let key = self.ns.key_of(ino)?;
+        // A file whose close failed waits to be uploaded at this key: it goes to the
+        // recovery directory instead, and no upload of it lands while the name goes.
+        let _moving = match self.writes.retried_at(&key) {
+            true => Some(self.ns.move_guard().await),
+            false => None,
+        };
+        self.writes.changed_at(&key);
         let open = self.ns.table().get(ino).is_some_and(|n| n.opens > 0);
         if self.ns.version(ino).is_some() {
             if open {
@@ -326,6 +334,8 @@ impl<S: ObjectStore> Fs<S> {
         let mut held = self.writes.hold_for_move(&inodes).await?;
         let _moving = self.ns.move_guard().await;
         let src_key = self.ns.key_of(ino)?;
+        self.writes.changed_at(&src_key);
+        self.writes.changed_at(dst_key);
         // A file replaced while handles are open on it keeps its object for them until the
         // last one closes, unless the renamed file's object takes its key now.
         let replaced_object_stays = self.ns.version(ino).is_none()
@@ -389,6 +399,8 @@ impl<S: ObjectStore> Fs<S> {
         let held = self.writes.hold_for_move(&inside).await?;
         let _moving = self.ns.move_guard().await;
         let src_prefix = self.ns.key_of(from.ino)?;
+        self.writes.changed_under(&src_prefix);
+        self.writes.changed_under(dst_prefix);
         let etags = self.move_tree(&src_prefix, dst_prefix).await?;
         self.ns.rename(parent, name, newparent, newname);
         // Objects copied by the move may carry new ETags: the versions that handles and

@@ -59,6 +59,9 @@ pub struct MemStore {
     failing_parts: std::sync::atomic::AtomicBool,
     faults: Faults,
     versions: AtomicU64,
+    /// Objects written at each key by an upload (PutObject, CompleteMultipartUpload, or a
+    /// CopyObject onto itself), not by a copy from elsewhere.
+    uploads_at: Mutex<HashMap<String, u64>>,
     /// What this store has been asked.
     pub counters: MemCounters,
 }
@@ -96,6 +99,26 @@ impl MemStore {
         etag
     }
 
+    fn uploaded(&self, key: &str) {
+        *self
+            .uploads_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_owned())
+            .or_default() += 1;
+    }
+
+    /// How many times an upload has written `key` (a copy from another key does not count):
+    /// lets a test tell when a file's staged bytes went up.
+    pub fn uploads_at(&self, key: &str) -> u64 {
+        self.uploads_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The bytes, metadata and content type of an object, if it exists.
     pub fn get(&self, key: &str) -> Option<(Bytes, Metadata, Option<String>)> {
         self.lock()
@@ -111,6 +134,18 @@ impl MemStore {
     /// Multipart uploads neither completed nor aborted.
     pub fn open_uploads(&self) -> usize {
         self.uploads.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The parts of each multipart upload still open at `key`, by number: where the bytes
+    /// of a file that could not be completed wait.
+    pub fn open_upload_parts(&self, key: &str) -> Vec<BTreeMap<i32, Bytes>> {
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|u| u.key == key)
+            .map(|u| u.parts.clone())
+            .collect()
     }
 
     /// Makes every change to keys under `prefix` fail with AccessDenied (reads still work),
@@ -371,6 +406,7 @@ impl ObjectStore for MemStore {
     async fn put(&self, key: &str, body: Bytes, new: &NewObject) -> Result<String, StoreError> {
         self.faults.apply("PutObject", key, true).await?;
         self.check_write("PutObject", key)?;
+        self.uploaded(key);
         Ok(self.store(key, body, new.clone()))
     }
 
@@ -483,6 +519,7 @@ impl ObjectStore for MemStore {
             }
             body.extend_from_slice(data);
         }
+        self.uploaded(&up.key);
         Ok(self.store(&up.key, body.freeze(), up.new))
     }
 
@@ -525,6 +562,9 @@ impl ObjectStore for MemStore {
             });
             (obj.data.clone(), new)
         };
+        if source == dest {
+            self.uploaded(dest);
+        }
         Ok(self.store(dest, data, new))
     }
 

@@ -1,9 +1,11 @@
 //! A last close that could not upload its file never drops the bytes. The staging state
 //! leaves the namespace (the mount shows what S3 has: the old object, or no file at all) and
 //! is retried in the background with backoff, at the key and with the attributes it had,
-//! for a configurable time. A newer version written at the same key since supersedes it. If
-//! it still cannot be uploaded, or is superseded, its bytes go to a file in the recovery
-//! directory (mode 0600, named in an ERROR log line). `s3role status` shows what waits.
+//! for a configurable time. Whatever this mount does at that key meanwhile (a newer
+//! version, a rename onto or from it, an unlink) supersedes it: the user could not see it
+//! waiting, so what they did stands. If it still cannot be uploaded, or is superseded, its
+//! bytes go to a file in the recovery directory (mode 0600, named in an ERROR log line).
+//! `s3role status` shows what waits.
 
 use super::memory::Body;
 use super::stream::held_parts;
@@ -242,8 +244,11 @@ impl<S: ObjectStore> Writes<S> {
             && dirty.streamed_only > 0
         {
             let (held, upload_id) = held_parts(stream);
+            let held_bytes: u64 = held.iter().map(|(_, b)| b.len() as u64).sum();
             pieces.extend(held);
-            missing_parts = Some(upload_id.to_owned());
+            if held_bytes < dirty.streamed_only {
+                missing_parts = Some(upload_id.to_owned());
+            }
         }
         let source = match &dirty.body {
             Body::Memory(m) => {
@@ -274,6 +279,10 @@ impl<S: ObjectStore> Writes<S> {
         match written {
             Ok(path) => {
                 self.recovered.fetch_add(1, Ordering::Relaxed);
+                // Every byte is in the recovery file: the upload that held some of them goes.
+                if missing_parts.is_none() {
+                    self.abandon_stream(dirty);
+                }
                 match missing_prefix {
                     None => tracing::error!(
                         key = %p.key,
@@ -305,6 +314,35 @@ impl<S: ObjectStore> Writes<S> {
             Target::Inode(_) => Instant::now(),
             Target::Detached(p) => p.written,
         };
+        self.supersede_written_before(key, newer_than);
+    }
+
+    /// This mount just changed what is at `key` by other means than an upload: put or
+    /// copied an object there (a symlink, a rename onto it), or deleted or moved away the
+    /// one there (an unlink, a rename from it). A file whose close failed does not show in
+    /// the namespace while it waits, so whoever did this could not see it: what they did
+    /// stands, and the older bytes go to the recovery directory instead of over it (or,
+    /// after an unlink, instead of being deleted with the object they replaced).
+    pub fn changed_at(&self, key: &str) {
+        self.supersede_written_before(key, Instant::now());
+    }
+
+    /// The same for every key under `prefix`: a directory renamed from or onto it.
+    pub fn changed_under(&self, prefix: &str) {
+        let now = Instant::now();
+        for p in lock(&self.pending).values() {
+            if p.key.starts_with(prefix) && p.written < now {
+                p.superseded.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether a file whose close failed waits to be uploaded at `key`.
+    pub fn retried_at(&self, key: &str) -> bool {
+        lock(&self.pending).values().any(|p| p.key == key)
+    }
+
+    fn supersede_written_before(&self, key: &str, newer_than: Instant) {
         for p in lock(&self.pending).values() {
             if p.key == key && p.written < newer_than {
                 p.superseded.store(true, Ordering::Release);
