@@ -1,6 +1,7 @@
-//! Reused block buffers. A block fetched from S3 lives in a buffer from this pool; when the
-//! cache (and every reader) lets go of it, the buffer comes back instead of being freed, so
-//! a long sequential read does not fault in fresh memory for every block.
+//! Reused buffers. A block fetched from S3, or a part of a file written front to back, lives
+//! in a buffer from a pool; when the cache and every reader (or the upload) lets go of it,
+//! the buffer comes back instead of being freed, so a long sequential read or write does
+//! not fault in fresh memory for every block or part.
 
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,11 @@ impl BufferPool {
             size,
             keep,
         })
+    }
+
+    /// The size of the buffers it keeps.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// An empty buffer with room for `len` bytes: a reused one when `len` is the pool's size,

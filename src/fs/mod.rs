@@ -10,6 +10,7 @@
 //! key, so a rename moves everything that is open with it.
 
 pub mod attr;
+mod bufpool;
 mod error;
 mod namespace;
 mod ops;

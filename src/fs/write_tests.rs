@@ -623,3 +623,40 @@ async fn a_seek_back_during_a_stream_falls_back_to_the_staged_upload() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(store.open_uploads(), 0, "the abandoned stream was aborted");
 }
+
+/// A file written front to back sends its parts from buffers that come back when each part
+/// is sent, and the next parts reuse them: a long write faults in no fresh memory per part.
+#[tokio::test]
+async fn parts_written_front_to_back_reuse_their_buffers() {
+    let store = Arc::new(MemStore::new());
+    let fs = fs_rw(store.clone());
+    let (_, fh) = fs.create(ROOT_INO, "big", 0o644, 0, 0).await.unwrap();
+    let chunk = Bytes::from(vec![7u8; 1 << 20]);
+    for i in 0..23u64 {
+        fs.write(fh, i << 20, chunk.clone()).await.unwrap();
+    }
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await;
+    assert_eq!(store.get("big").unwrap().0.len(), 23 << 20);
+    assert!(
+        store.counters.parts.load(std::sync::atomic::Ordering::Relaxed) >= 4,
+        "went up in parts"
+    );
+    let free = fs.writes.free_part_buffers();
+    assert!(free >= 1, "the part buffers came back");
+    let (_, fh) = fs.create(ROOT_INO, "next", 0o644, 0, 0).await.unwrap();
+    fs.write(fh, 0, chunk.clone()).await.unwrap();
+    assert_eq!(
+        fs.writes.free_part_buffers(),
+        free,
+        "a file of one write holds no part buffer"
+    );
+    fs.write(fh, 1 << 20, chunk).await.unwrap();
+    assert_eq!(
+        fs.writes.free_part_buffers(),
+        free - 1,
+        "a growing one reuses a free one"
+    );
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await;
+}

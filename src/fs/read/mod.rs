@@ -3,7 +3,6 @@
 //! are of one object version; the key is asked of the namespace when each GET starts, so a
 //! rename by this mount never breaks a reader.
 
-mod bufpool;
 mod cache;
 mod disk;
 mod fill;
@@ -94,7 +93,7 @@ pub struct Reads<S: ObjectStore> {
     ns: Arc<Namespace<S>>,
     cfg: ReadConfig,
     blocks: Mutex<BlockState>,
-    buffers: Arc<bufpool::BufferPool>,
+    buffers: Arc<crate::fs::bufpool::BufferPool>,
     /// Bytes being written to the disk cache now.
     disk_writes: Arc<AtomicUsize>,
     /// Whole copies of files read at random.
@@ -213,7 +212,7 @@ impl<S: ObjectStore> Reads<S> {
                 cache: BlockCache::new(cfg.cache_bytes),
                 inflight: HashMap::new(),
             }),
-            buffers: bufpool::BufferPool::new(group_buffer_size(cfg.block_size), 64),
+            buffers: crate::fs::bufpool::BufferPool::new(group_buffer_size(cfg.block_size), 64),
             disk_writes: Arc::new(AtomicUsize::new(0)),
             fills: Fills::new(cfg.fill.clone()),
             cfg,

@@ -11,9 +11,10 @@
 
 use super::upload::Target;
 use super::{Dirty, Staged, Writes, blocking};
+use crate::fs::bufpool::BufferPool;
 use crate::fs::error::FsError;
 use crate::store::ObjectStore;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +31,9 @@ pub(crate) enum Body {
 
 /// The bytes of a file kept in memory.
 pub(crate) struct MemoryBody {
-    /// The bytes from the staging state's `streamed_only` to the end of the file.
-    pub(crate) tail: BytesMut,
+    /// The bytes from the staging state's `streamed_only` to the end of the file, in a
+    /// buffer from the pool of part buffers once it holds any.
+    pub(crate) tail: Vec<u8>,
     /// The memory `tail` holds, from the budget for upload parts (in KiB).
     pub(crate) permit: Option<OwnedSemaphorePermit>,
 }
@@ -40,7 +42,7 @@ impl MemoryBody {
     /// An empty file.
     pub(crate) fn empty() -> Body {
         Body::Memory(MemoryBody {
-            tail: BytesMut::new(),
+            tail: Vec::new(),
             permit: None,
         })
     }
@@ -55,9 +57,22 @@ impl MemoryBody {
         Some(Bytes::copy_from_slice(&self.tail[a..b]))
     }
 
-    /// Takes the first `len` bytes of the tail as a part, with the memory they hold.
-    pub(crate) fn cut(&mut self, len: usize) -> (Bytes, Option<OwnedSemaphorePermit>) {
-        let part = self.tail.split_to(len).freeze();
+    /// Takes the first `len` bytes of the tail as a part, with the memory they hold. The
+    /// part keeps the tail's buffer, which goes back to `pool` once the part is sent; what
+    /// is left of the tail (less than a write) starts the next buffer.
+    pub(crate) fn cut(&mut self, len: usize, pool: &Arc<BufferPool>) -> (Bytes, Option<OwnedSemaphorePermit>) {
+        let rest = &self.tail[len.min(self.tail.len())..];
+        let next = match rest.is_empty() {
+            true => Vec::new(),
+            false => {
+                let mut next = pool.take(pool.size());
+                next.extend_from_slice(rest);
+                next
+            }
+        };
+        let mut part = std::mem::replace(&mut self.tail, next);
+        part.truncate(len);
+        let part = pool.freeze(part);
         let kib = len.div_ceil(1024);
         let permit = match self.permit.as_mut() {
             Some(p) if p.num_permits() > kib => p.split(kib),
@@ -90,6 +105,14 @@ impl<S: ObjectStore> Writes<S> {
                 }
             }
         }
+        // A file that grows past a write's length moves to a part buffer; a small one never
+        // holds one.
+        let pool = &self.memory.buffers;
+        if m.tail.len() + data.len() > MAX_WRITE && m.tail.capacity() < pool.size() {
+            let mut buffer = pool.take(pool.size());
+            buffer.extend_from_slice(&m.tail);
+            m.tail = buffer;
+        }
         m.tail.extend_from_slice(data);
         Ok(true)
     }
@@ -100,7 +123,7 @@ impl<S: ObjectStore> Writes<S> {
         let Body::Memory(m) = &mut dirty.body else {
             return Ok(());
         };
-        let tail = std::mem::take(&mut m.tail).freeze();
+        let tail = Bytes::from(std::mem::take(&mut m.tail));
         let at = dirty.streamed_only;
         let file = self.staging_file()?;
         self.reserve(dirty, size - at)?;
@@ -143,6 +166,12 @@ impl<S: ObjectStore> Writes<S> {
     }
 }
 
+/// The largest write the kernel sends (FUSE max_write).
+const MAX_WRITE: usize = 1 << 20;
+
+/// Free part buffers kept for reuse: what a few files written at once cycle through.
+const FREE_PART_BUFFERS: usize = 4;
+
 /// The memory for upload parts, over all files, in two shares so that no writer can wait
 /// forever. What files keep in memory while their writers may pause (tails not yet a full
 /// part, parts S3 refused) only ever takes what is free now, from the first share, and a
@@ -151,6 +180,10 @@ impl<S: ObjectStore> Writes<S> {
 /// those end. Were it one pool, idle files could hold all of it while another file waited
 /// for a part, for as long as their writers pause.
 pub(super) struct UploadMemory {
+    /// Buffers for the tails of files kept in memory, each a part and one write long, so a
+    /// tail never outgrows its buffer before it is cut. A few are kept free: a file written
+    /// front to back reuses them instead of faulting in fresh memory for every part.
+    pub(super) buffers: Arc<BufferPool>,
     tails: Arc<Semaphore>,
     parts: Arc<Semaphore>,
     /// KiB in each share.
@@ -161,12 +194,16 @@ pub(super) struct UploadMemory {
 }
 
 impl UploadMemory {
-    /// A budget of `bytes`, half for each share.
-    pub(super) fn new(bytes: u64) -> Self {
+    /// A budget of `bytes`, half for each share, for parts of `part_size` bytes.
+    pub(super) fn new(bytes: u64, part_size: u64) -> Self {
         let total = (bytes >> 10).clamp(2, u64::from(u32::MAX));
         let tails_total = total / 2;
         let parts_total = total - tails_total;
+        let buffer = usize::try_from(part_size)
+            .unwrap_or(usize::MAX)
+            .saturating_add(MAX_WRITE);
         UploadMemory {
+            buffers: BufferPool::new(buffer, FREE_PART_BUFFERS),
             tails: Arc::new(Semaphore::new(tails_total as usize)),
             parts: Arc::new(Semaphore::new(parts_total as usize)),
             tails_total,

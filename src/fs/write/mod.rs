@@ -190,7 +190,7 @@ impl<S: ObjectStore> Writes<S> {
             reads,
             files: Mutex::new(HashMap::new()),
             staged_bytes: AtomicU64::new(0),
-            memory: memory::UploadMemory::new(cfg.upload_memory),
+            memory: memory::UploadMemory::new(cfg.upload_memory, cfg.part_size),
             staging_files_made: AtomicU64::new(0),
             writable: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),

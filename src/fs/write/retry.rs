@@ -252,7 +252,7 @@ impl<S: ObjectStore> Writes<S> {
         }
         let source = match &dirty.body {
             Body::Memory(m) => {
-                pieces.push((dirty.streamed_only, m.tail.clone().freeze()));
+                pieces.push((dirty.streamed_only, bytes::Bytes::copy_from_slice(&m.tail)));
                 Ok(RecoverySource { file: None, pieces })
             }
             Body::File(None) => Ok(RecoverySource { file: None, pieces }),

@@ -111,7 +111,7 @@ impl<S: ObjectStore> Writes<S> {
             let start = dirty.streamed_only;
             // In flight, the part's memory counts in the share that only parts in flight
             // hold (those end), and the tail's memory is free for the next bytes.
-            let (body, tail) = m.cut(size);
+            let (body, tail) = m.cut(size, &self.memory.buffers);
             let memory = self.memory.part(size as u64).await?;
             drop(tail);
             let memory = Some(memory);

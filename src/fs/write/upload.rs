@@ -323,6 +323,12 @@ impl<S: ObjectStore> Writes<S> {
     pub fn upload_memory(&self) -> (u64, u64) {
         (self.memory.in_use(), self.memory.peak())
     }
+
+    /// Part buffers free for the next file written front to back.
+    #[cfg(test)]
+    pub(crate) fn free_part_buffers(&self) -> usize {
+        self.memory.buffers.free_count()
+    }
 }
 
 #[cfg(test)]
