@@ -76,17 +76,16 @@ pub fn spawn_trimmer() {
     });
 }
 
-/// jemalloc's arena index that stands for all arenas (`MALLCTL_ARENAS_ALL` in its headers).
-const ALL_ARENAS: usize = 4096;
+/// The control that purges every arena: 4096 is `MALLCTL_ARENAS_ALL` in jemalloc's headers.
+const PURGE_ALL_ARENAS: &[u8] = b"arena.4096.purge\0";
 
 /// Gives every page no allocation uses back to the system, in every arena. Returns whether
 /// jemalloc did.
 fn trim() -> bool {
-    let name = format!("arena.{ALL_ARENAS}.purge\0");
     // SAFETY: the name is NUL-terminated, and this control takes no old or new value.
     let rc = unsafe {
         tikv_jemalloc_sys::mallctl(
-            name.as_ptr().cast(),
+            PURGE_ALL_ARENAS.as_ptr().cast(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),

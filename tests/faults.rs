@@ -405,22 +405,14 @@ fn a_close_that_cannot_upload_is_retried_then_recovered_and_status_says_so() {
     let e = close(f).expect_err("S3 takes no writes");
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
     // The release that follows close(2) hands the file to the background retries.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while m.status("uploads_retrying").as_deref() != Some("1") {
-        assert!(Instant::now() < deadline, "not retrying:\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    m.await_status("uploads_retrying", "1", Duration::from_secs(10));
     assert_ne!(m.status("oldest_upload_failure").as_deref(), Some("-"));
     let names: Vec<String> = std::fs::read_dir(&m.path)
         .expect("ls")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["warm".to_string()], "no file S3 never got");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while m.status("recovered_files").as_deref() != Some("1") {
-        assert!(Instant::now() < deadline, "not recovered:\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    m.await_status("recovered_files", "1", Duration::from_secs(60));
     assert_eq!(m.status("uploads_retrying").as_deref(), Some("0"));
     s.set_faults(json!({"s3": {}}));
     let recovered: Vec<std::path::PathBuf> = std::fs::read_dir(state.path().join("recovery"))
@@ -459,22 +451,14 @@ fn a_file_removed_after_its_close_failed_goes_to_the_recovery_directory() {
     f.write_all(b"today's report, never uploaded").expect("write");
     let e = close(f).expect_err("S3 takes no uploads");
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while m.status("uploads_retrying").as_deref() != Some("1") {
-        assert!(Instant::now() < deadline, "not retrying:\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    m.await_status("uploads_retrying", "1", Duration::from_secs(10));
     assert_eq!(
         std::fs::read(m.join("report.csv")).expect("the older object"),
         b"yesterday's report"
     );
     std::fs::remove_file(m.join("report.csv")).expect("rm");
     s.set_faults(json!({"s3": {}}));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while m.status("recovered_files").as_deref() != Some("1") {
-        assert!(Instant::now() < deadline, "not recovered:\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    m.await_status("recovered_files", "1", Duration::from_secs(60));
     assert_eq!(m.status("uploads_retrying").as_deref(), Some("0"));
     let recovered: Vec<Vec<u8>> = std::fs::read_dir(state.path().join("recovery"))
         .expect("the recovery directory")

@@ -203,12 +203,14 @@ impl<S: ObjectStore> Fs<S> {
         self.writes.discard_for_unlink(ino).await?;
         let key = self.ns.key_of(ino)?;
         // A file whose close failed waits to be uploaded at this key: it goes to the
-        // recovery directory instead, and no upload of it lands while the name goes.
-        let _moving = match self.writes.retried_at(&key) {
+        // recovery directory instead. A retry under way lands first (it holds the guard),
+        // and every later one finds itself superseded.
+        let retry_landing = match self.writes.retried_at(&key) {
             true => Some(self.ns.move_guard().await),
             false => None,
         };
         self.writes.changed_at(&key);
+        drop(retry_landing);
         let open = self.ns.table().get(ino).is_some_and(|n| n.opens > 0);
         if self.ns.version(ino).is_some() {
             if open {

@@ -1000,4 +1000,14 @@ impl Mount {
             (k == name).then(|| v.trim().to_owned())
         })
     }
+
+    /// Waits up to `within` for status line NAME to read `value`; fails with the log if it
+    /// does not.
+    pub fn await_status(&self, name: &str, value: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.status(name).as_deref() != Some(value) {
+            assert!(Instant::now() < deadline, "{name} is not {value}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -314,7 +314,7 @@ impl<S: ObjectStore> Writes<S> {
             Target::Inode(_) => Instant::now(),
             Target::Detached(p) => p.written,
         };
-        self.supersede_written_before(key, newer_than);
+        self.supersede(newer_than, |at| at == key);
     }
 
     /// This mount just changed what is at `key` by other means than an upload: put or
@@ -324,17 +324,12 @@ impl<S: ObjectStore> Writes<S> {
     /// stands, and the older bytes go to the recovery directory instead of over it (or,
     /// after an unlink, instead of being deleted with the object they replaced).
     pub fn changed_at(&self, key: &str) {
-        self.supersede_written_before(key, Instant::now());
+        self.supersede(Instant::now(), |at| at == key);
     }
 
     /// The same for every key under `prefix`: a directory renamed from or onto it.
     pub fn changed_under(&self, prefix: &str) {
-        let now = Instant::now();
-        for p in lock(&self.pending).values() {
-            if p.key.starts_with(prefix) && p.written < now {
-                p.superseded.store(true, Ordering::Release);
-            }
-        }
+        self.supersede(Instant::now(), |at| at.starts_with(prefix));
     }
 
     /// Whether a file whose close failed waits to be uploaded at `key`.
@@ -342,9 +337,11 @@ impl<S: ObjectStore> Writes<S> {
         lock(&self.pending).values().any(|p| p.key == key)
     }
 
-    fn supersede_written_before(&self, key: &str, newer_than: Instant) {
+    /// Marks superseded the retried uploads at the keys `at` accepts whose bytes were
+    /// written before `newer_than`.
+    fn supersede(&self, newer_than: Instant, at: impl Fn(&str) -> bool) {
         for p in lock(&self.pending).values() {
-            if p.key == key && p.written < newer_than {
+            if at(&p.key) && p.written < newer_than {
                 p.superseded.store(true, Ordering::Release);
             }
         }
