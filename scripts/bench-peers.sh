@@ -450,7 +450,7 @@ record() {
 
 # cell COLUMN WORKLOAD ROUND: one test, fresh mount (or direct client), caches dropped.
 cell() {
-    local col=$1 w=$2 r=$3 rc=0 t0 t1 hwm rss key="$SETTING|$1|$2"
+    local col=$1 w=$2 r=$3 rc=0 t0 t1 s0 s1 hwm rss key="$SETTING|$1|$2"
     [[ -z ${TIMEDOUT[$key]:-} && -z ${FAILED[$key]:-} ]] || return 0
     WKEY=w-$SETTING-$col-$w-$r
     NRAND=$RANDOM_READS NCREATE=$CREATE_FILES
@@ -459,14 +459,16 @@ cell() {
     drop_caches
     if [[ $col == c1 || $col == cN ]]; then
         snap a
+        s0=$(ticks "$BENCH_SERVER_PID")
         direct_workload "$col" "$w" || rc=$?
+        s1=$(ticks "$BENCH_SERVER_PID")
         snap b
     else
         fs_start "$col" || { FAILED[$key]=1; return 0; }
         snap a
-        t0=$(ticks "$FS_PID")
+        t0=$(ticks "$FS_PID") s0=$(ticks "$BENCH_SERVER_PID")
         mount_workload "$col" "$w" "$r" || rc=$?
-        t1=$(ticks "$FS_PID")
+        t1=$(ticks "$FS_PID") s1=$(ticks "$BENCH_SERVER_PID")
         snap b
         hwm=$(status_kb "$FS_PID" VmHWM) rss=$(status_kb "$FS_PID" VmRSS)
         if ((rc == 0)); then
@@ -481,7 +483,8 @@ cell() {
     case $rc in
     0)
         record "$col" "$w" "$r"
-        REQS[$key]=$(reqs a b)
+        REQS[$key]="$(reqs a b) server_cpu_s=$(calc "($s1 - $s0) / $HZ" 2)"
+        if [[ -n ${t1:-} ]]; then REQS[$key]+=" fs_cpu_s=$(calc "($t1 - $t0) / $HZ" 2)"; fi
         log "$SETTING $w round $r $col: $OUT; $(cut -d' ' -f1 <<<"${REQS[$key]}")"
         ;;
     3) ;; # not measured for this column
@@ -584,7 +587,7 @@ print_requests() {
     local fs w col r
     echo
     echo "   S3 requests of one test (last round; HEAD/GET = HEAD or whole-object GET, GET = ranged GET;"
-    echo "   sent_mib, received_mib: body bytes the server sent and received):"
+    echo "   sent_mib, received_mib: body bytes the server sent and received; server_cpu_s, fs_cpu_s: CPU the server and the filesystem's process used):"
     for w in $WORKLOADS; do
         for col in "${DIRECTS[@]}" "${FSLIST[@]}"; do
             r=${REQS[$SETTING|$col|$w]:-}
