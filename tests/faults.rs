@@ -432,6 +432,25 @@ fn a_close_that_cannot_upload_is_retried_then_recovered_and_status_says_so() {
     assert!(s.object("data", "f9/precious").is_none());
 }
 
+/// A writer's mount with a state directory of its own (where recovered files go), every request
+/// bounded by 2 s and attributes never cached, so a test sees each change at once.
+fn mount_keeping_state(s: &Server, source: &str) -> (Mount, tempfile::TempDir) {
+    let state = tempfile::tempdir().expect("state dir");
+    let mut args = s.writer_args();
+    args.extend(["--request-timeout", "2", "--metadata-ttl", "0"].map(String::from));
+    args.extend(["--state-dir".to_string(), state.path().display().to_string()]);
+    let m = Mount::start(s, "alice", source, &args).expect("mount");
+    (m, state)
+}
+
+/// What each file in the recovery directory of STATE holds.
+fn recovered_contents(state: &std::path::Path) -> Vec<Vec<u8>> {
+    std::fs::read_dir(state.join("recovery"))
+        .expect("the recovery directory")
+        .map(|e| std::fs::read(e.expect("entry").path()).expect("recovery file"))
+        .collect()
+}
+
 /// A program rewrites a file while S3 takes no uploads: close fails with EIO, and the mount
 /// shows the file's older object again. The user removes the file (S3 still deletes). When
 /// S3 takes uploads again, the name stays gone, and the bytes of the failed close are in
@@ -440,11 +459,7 @@ fn a_close_that_cannot_upload_is_retried_then_recovered_and_status_says_so() {
 fn a_file_removed_after_its_close_failed_goes_to_the_recovery_directory() {
     let mut s = Server::start(&[]);
     let _proxy = FaultProxy::in_front_of(&mut s, &[]);
-    let state = tempfile::tempdir().expect("state dir");
-    let mut args = s.writer_args();
-    args.extend(["--request-timeout", "2", "--metadata-ttl", "0"].map(String::from));
-    args.extend(["--state-dir".to_string(), state.path().display().to_string()]);
-    let m = Mount::start(&s, "alice", "data:/f10", &args).expect("mount");
+    let (m, state) = mount_keeping_state(&s, "data:/f10");
     std::fs::write(m.join("report.csv"), b"yesterday's report").expect("a first write");
     s.set_faults(json!({"s3": {"slowdown": 1, "methods": ["PUT", "POST"]}}));
     let mut f = std::fs::File::create(m.join("report.csv")).expect("open with O_TRUNC");
@@ -460,10 +475,7 @@ fn a_file_removed_after_its_close_failed_goes_to_the_recovery_directory() {
     s.set_faults(json!({"s3": {}}));
     m.await_status("recovered_files", "1", Duration::from_secs(60));
     assert_eq!(m.status("uploads_retrying").as_deref(), Some("0"));
-    let recovered: Vec<Vec<u8>> = std::fs::read_dir(state.path().join("recovery"))
-        .expect("the recovery directory")
-        .map(|e| std::fs::read(e.expect("entry").path()).expect("recovery file"))
-        .collect();
+    let recovered = recovered_contents(state.path());
     assert_eq!(recovered, vec![b"today's report, never uploaded".to_vec()]);
     assert!(
         std::fs::metadata(m.join("report.csv")).is_err(),
@@ -471,4 +483,43 @@ fn a_file_removed_after_its_close_failed_goes_to_the_recovery_directory() {
     );
     m.unmount();
     assert!(s.object("data", "f10/report.csv").is_none(), "nor is it in S3");
+}
+
+/// An editor saves with a temp file and a rename, after an earlier save of the same name failed
+/// at close: the rename is what the user did last, so it stays at the name, and the failed
+/// save's bytes go to the recovery directory instead of landing over it when S3 answers again.
+#[test]
+fn a_rename_onto_a_name_whose_close_failed_keeps_the_renamed_file() {
+    let mut s = Server::start(&[]);
+    let _proxy = FaultProxy::in_front_of(&mut s, &[]);
+    let (m, state) = mount_keeping_state(&s, "data:/f11");
+    std::fs::write(m.join("notes.txt"), b"first draft").expect("a first save");
+    std::fs::write(m.join(".notes.txt.swp"), b"final draft, saved by rename").expect("the temp file");
+    // New bytes cannot be uploaded; server-side copies (what a rename sends) still go through.
+    s.set_faults(json!({"s3": {"slowdown": 1, "methods": ["PUT", "POST"], "copies": false}}));
+    let mut f = std::fs::File::create(m.join("notes.txt")).expect("open with O_TRUNC");
+    f.write_all(b"second draft, never uploaded").expect("write");
+    let e = close(f).expect_err("S3 takes no uploads");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    m.await_status("uploads_retrying", "1", Duration::from_secs(10));
+    std::fs::rename(m.join(".notes.txt.swp"), m.join("notes.txt")).expect("mv onto the name");
+    assert_eq!(
+        std::fs::read(m.join("notes.txt")).expect("the renamed file"),
+        b"final draft, saved by rename"
+    );
+    s.set_faults(json!({"s3": {}}));
+    m.await_status("recovered_files", "1", Duration::from_secs(60));
+    assert_eq!(m.status("uploads_retrying").as_deref(), Some("0"));
+    assert_eq!(
+        std::fs::read(m.join("notes.txt")).expect("the name after the retry"),
+        b"final draft, saved by rename"
+    );
+    let recovered = recovered_contents(state.path());
+    assert_eq!(recovered, vec![b"second draft, never uploaded".to_vec()]);
+    m.unmount();
+    assert_eq!(
+        s.object("data", "f11/notes.txt").map(|(body, _)| body).as_deref(),
+        Some(&b"final draft, saved by rename"[..])
+    );
+    assert!(s.object("data", "f11/.notes.txt.swp").is_none());
 }

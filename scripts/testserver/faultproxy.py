@@ -27,7 +27,9 @@ generator per class, so a run is reproducible for the same order of requests):
                   until stall_body is switched off (then a close). Other requests pass.
   truncate        GET answers of 200/206 with a body: the head with the full Content-Length,
                   then part of the body, then a clean close (FIN). Other requests pass.
-A class may also be limited to some HTTP methods ("methods": ["GET", "HEAD"]).
+A class may also be limited to some HTTP methods ("methods": ["GET", "HEAD"]), and S3's
+server-side copies (requests with x-amz-copy-source: CopyObject, UploadPartCopy) let through
+("copies": false), so that a rename still works while uploads of new bytes fail.
 
 CLI:
   --upstream URL       the server to forward to (required), e.g. http://127.0.0.1:5000
@@ -315,6 +317,7 @@ class ClassFaults:
         self.name = name
         self.fractions: dict[str, float] = {}
         self.methods: set[str] | None = None
+        self.copies = True
         self.rng = random.Random(f"{seed}/{name}")
         self.injected = {k: 0 for k in KINDS}
         self.requests = 0
@@ -322,9 +325,12 @@ class ClassFaults:
 
     def configure(self, spec: dict) -> None:
         methods = spec.get("methods")
+        copies = spec.get("copies", True)
+        if not isinstance(copies, bool):
+            raise ValueError(f"{self.name}.copies: true or false")
         fractions = {}
         for k, v in spec.items():
-            if k == "methods":
+            if k in ("methods", "copies"):
                 continue
             if k not in KINDS:
                 raise ValueError(f"unknown fault kind {k!r}; kinds: {', '.join(KINDS)}")
@@ -336,6 +342,7 @@ class ClassFaults:
         if sum(fractions.values()) > 1.0 + 1e-9:
             raise ValueError(f"{self.name}: the fractions add up to more than 1")
         self.methods = {m.upper() for m in methods} if methods else None
+        self.copies = copies
         stalls = {"stall", "stall_body"}
         had_stall = bool(stalls & set(self.fractions))
         self.fractions = fractions
@@ -347,9 +354,11 @@ class ClassFaults:
         self.released.set()
         self.released = asyncio.Event()
 
-    def choose(self, method: str) -> str | None:
+    def choose(self, method: str, is_copy: bool) -> str | None:
         self.requests += 1
         if not self.fractions or (self.methods is not None and method not in self.methods):
+            return None
+        if is_copy and not self.copies:
             return None
         u, acc = self.rng.random(), 0.0
         for kind in KINDS:
@@ -383,6 +392,7 @@ class Proxy:
         return {
             "faults": {c: f.fractions for c, f in self.faults.items()},
             "methods": {c: sorted(f.methods) if f.methods else None for c, f in self.faults.items()},
+            "copies": {c: f.copies for c, f in self.faults.items()},
             "injected": {c: f.injected for c, f in self.faults.items()},
             "requests": {**{c: f.requests for c, f in self.faults.items()},
                          "other": self.other_requests},
@@ -481,7 +491,7 @@ class Proxy:
             self.other_requests += 1
             kind = None
         else:
-            kind = faults.choose(req.method)
+            kind = faults.choose(req.method, req.header("x-amz-copy-source") is not None)
         body_kind, body_len = req.body_framing()
         expects_continue = "100-continue" in (req.header("expect") or "").lower()
 
