@@ -235,6 +235,8 @@ trap 'exit 130' INT TERM
 calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU ticks of the delaying link (bench_link.py), 0 when there is none
+link_ticks() { if [[ -n $LINK_PID ]]; then ticks "$LINK_PID"; else echo 0; fi; }
 # kB of a /proc/PID/status field (VmHWM, VmRSS)
 status_kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2" | head -n1; }
@@ -450,7 +452,7 @@ record() {
 
 # cell COLUMN WORKLOAD ROUND: one test, fresh mount (or direct client), caches dropped.
 cell() {
-    local col=$1 w=$2 r=$3 rc=0 t0 t1 s0 s1 hwm rss key="$SETTING|$1|$2"
+    local col=$1 w=$2 r=$3 rc=0 t0 t1 s0 s1 l0 l1 hwm rss key="$SETTING|$1|$2"
     [[ -z ${TIMEDOUT[$key]:-} && -z ${FAILED[$key]:-} ]] || return 0
     WKEY=w-$SETTING-$col-$w-$r
     NRAND=$RANDOM_READS NCREATE=$CREATE_FILES
@@ -459,16 +461,16 @@ cell() {
     drop_caches
     if [[ $col == c1 || $col == cN ]]; then
         snap a
-        s0=$(ticks "$BENCH_SERVER_PID")
+        s0=$(ticks "$BENCH_SERVER_PID") l0=$(link_ticks)
         direct_workload "$col" "$w" || rc=$?
-        s1=$(ticks "$BENCH_SERVER_PID")
+        s1=$(ticks "$BENCH_SERVER_PID") l1=$(link_ticks)
         snap b
     else
         fs_start "$col" || { FAILED[$key]=1; return 0; }
         snap a
-        t0=$(ticks "$FS_PID") s0=$(ticks "$BENCH_SERVER_PID")
+        t0=$(ticks "$FS_PID") s0=$(ticks "$BENCH_SERVER_PID") l0=$(link_ticks)
         mount_workload "$col" "$w" "$r" || rc=$?
-        t1=$(ticks "$FS_PID") s1=$(ticks "$BENCH_SERVER_PID")
+        t1=$(ticks "$FS_PID") s1=$(ticks "$BENCH_SERVER_PID") l1=$(link_ticks)
         snap b
         hwm=$(status_kb "$FS_PID" VmHWM) rss=$(status_kb "$FS_PID" VmRSS)
         if ((rc == 0)); then
@@ -485,6 +487,7 @@ cell() {
         record "$col" "$w" "$r"
         REQS[$key]="$(reqs a b) server_cpu_s=$(calc "($s1 - $s0) / $HZ" 2)"
         if [[ -n ${t1:-} ]]; then REQS[$key]+=" fs_cpu_s=$(calc "($t1 - $t0) / $HZ" 2)"; fi
+        if [[ -n $LINK_PID ]]; then REQS[$key]+=" link_cpu_s=$(calc "($l1 - $l0) / $HZ" 2)"; fi
         log "$SETTING $w round $r $col: $OUT; $(cut -d' ' -f1 <<<"${REQS[$key]}")"
         ;;
     3) ;; # not measured for this column
@@ -587,7 +590,7 @@ print_requests() {
     local fs w col r
     echo
     echo "   S3 requests of one test (last round; HEAD/GET = HEAD or whole-object GET, GET = ranged GET;"
-    echo "   sent_mib, received_mib: body bytes the server sent and received; server_cpu_s, fs_cpu_s: CPU the server and the filesystem's process used):"
+    echo "   sent_mib, received_mib: body bytes the server sent and received; server_cpu_s, fs_cpu_s, link_cpu_s: CPU the server, the filesystem's process and the link used):"
     for w in $WORKLOADS; do
         for col in "${DIRECTS[@]}" "${FSLIST[@]}"; do
             r=${REQS[$SETTING|$col|$w]:-}
