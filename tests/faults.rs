@@ -443,6 +443,16 @@ fn mount_keeping_state(s: &Server, source: &str) -> (Mount, tempfile::TempDir) {
     (m, state)
 }
 
+/// Rewrites `name` with `bytes` while S3 takes no uploads: close fails with EIO, and the file
+/// waits in the mount's retry queue.
+fn rewrite_with_failing_close(m: &Mount, name: &str, bytes: &[u8]) {
+    let mut f = std::fs::File::create(m.join(name)).expect("open with O_TRUNC");
+    f.write_all(bytes).expect("write");
+    let e = close(f).expect_err("S3 takes no uploads");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    m.await_status("uploads_retrying", "1", Duration::from_secs(10));
+}
+
 /// What each file in the recovery directory of STATE holds.
 fn recovered_contents(state: &std::path::Path) -> Vec<Vec<u8>> {
     std::fs::read_dir(state.join("recovery"))
@@ -462,11 +472,7 @@ fn a_file_removed_after_its_close_failed_goes_to_the_recovery_directory() {
     let (m, state) = mount_keeping_state(&s, "data:/f10");
     std::fs::write(m.join("report.csv"), b"yesterday's report").expect("a first write");
     s.set_faults(json!({"s3": {"slowdown": 1, "methods": ["PUT", "POST"]}}));
-    let mut f = std::fs::File::create(m.join("report.csv")).expect("open with O_TRUNC");
-    f.write_all(b"today's report, never uploaded").expect("write");
-    let e = close(f).expect_err("S3 takes no uploads");
-    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
-    m.await_status("uploads_retrying", "1", Duration::from_secs(10));
+    rewrite_with_failing_close(&m, "report.csv", b"today's report, never uploaded");
     assert_eq!(
         std::fs::read(m.join("report.csv")).expect("the older object"),
         b"yesterday's report"
@@ -497,11 +503,7 @@ fn a_rename_onto_a_name_whose_close_failed_keeps_the_renamed_file() {
     std::fs::write(m.join(".notes.txt.swp"), b"final draft, saved by rename").expect("the temp file");
     // New bytes cannot be uploaded; server-side copies (what a rename sends) still go through.
     s.set_faults(json!({"s3": {"slowdown": 1, "methods": ["PUT", "POST"], "copies": false}}));
-    let mut f = std::fs::File::create(m.join("notes.txt")).expect("open with O_TRUNC");
-    f.write_all(b"second draft, never uploaded").expect("write");
-    let e = close(f).expect_err("S3 takes no uploads");
-    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
-    m.await_status("uploads_retrying", "1", Duration::from_secs(10));
+    rewrite_with_failing_close(&m, "notes.txt", b"second draft, never uploaded");
     std::fs::rename(m.join(".notes.txt.swp"), m.join("notes.txt")).expect("mv onto the name");
     assert_eq!(
         std::fs::read(m.join("notes.txt")).expect("the renamed file"),

@@ -15,6 +15,7 @@ pub use fill::FillConfig;
 pub use fill::SCATTERED_READS;
 use fill::{Copy, Fills};
 
+use crate::fs::bufpool::BufferPool;
 use crate::fs::error::FsError;
 use crate::fs::lock;
 use crate::fs::namespace::{Namespace, ObjectVersion};
@@ -93,7 +94,7 @@ pub struct Reads<S: ObjectStore> {
     ns: Arc<Namespace<S>>,
     cfg: ReadConfig,
     blocks: Mutex<BlockState>,
-    buffers: Arc<crate::fs::bufpool::BufferPool>,
+    buffers: Arc<BufferPool>,
     /// Bytes being written to the disk cache now.
     disk_writes: Arc<AtomicUsize>,
     /// Whole copies of files read at random.
@@ -212,7 +213,7 @@ impl<S: ObjectStore> Reads<S> {
                 cache: BlockCache::new(cfg.cache_bytes),
                 inflight: HashMap::new(),
             }),
-            buffers: crate::fs::bufpool::BufferPool::new(group_buffer_size(cfg.block_size), 64),
+            buffers: BufferPool::new(group_buffer_size(cfg.block_size), 64),
             disk_writes: Arc::new(AtomicUsize::new(0)),
             fills: Fills::new(cfg.fill.clone()),
             cfg,
